@@ -1,0 +1,1 @@
+"""BridgeWatch collector: MQTT in, per-site state, cached Prometheus exposition out."""

@@ -1,0 +1,108 @@
+"""The site inventory: which bridges exist, where, and what link each one needs.
+
+Only sites listed here are accepted from the broker; everything else is refused as
+``unknown_site``. Site and province IDs are slugs, so no label value can be injected.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agent.wire import is_slug
+
+LEVELS = ("central", "member", "national")
+DEFAULT_BANDWIDTH_MBPS = {"central": 30.0, "member": 5.0, "national": 30.0}
+
+
+@dataclass(frozen=True)
+class Site:
+    id: str
+    province: str
+    name: str
+    level: str
+    bandwidth_bits_per_second: float
+    lat: float | None = None
+    lon: float | None = None
+
+    @property
+    def labels(self) -> str:
+        """The identifying labels every series of this site carries, pre-rendered."""
+        return f'province="{self.province}",site="{self.id}",level="{self.level}"'
+
+
+@dataclass(frozen=True)
+class Inventory:
+    provinces: dict[str, str]
+    sites: dict[str, Site]
+
+
+class InventoryError(ValueError):
+    pass
+
+
+def _site(raw: Any, index: int, provinces: dict[str, str]) -> Site:
+    where = f"sites[{index}]"
+    if not isinstance(raw, dict):
+        raise InventoryError(f"{where}: not a mapping")
+    unknown = set(raw) - {"id", "province", "name", "level", "bandwidth_mbps", "lat", "lon"}
+    if unknown:
+        raise InventoryError(f"{where}: unknown keys {sorted(unknown)}")
+    site_id, province = raw.get("id"), raw.get("province")
+    if not is_slug(site_id):
+        raise InventoryError(f"{where}: id {site_id!r} is not a slug (a-z, 0-9, -)")
+    if province not in provinces:
+        raise InventoryError(f"{where} ({site_id}): province {province!r} is not declared")
+    level = raw.get("level", "member")
+    if level not in LEVELS:
+        raise InventoryError(f"{where} ({site_id}): level {level!r} not in {LEVELS}")
+    name = raw.get("name", site_id)
+    if not isinstance(name, str) or '"' in name or "\\" in name or "\n" in name:
+        raise InventoryError(f"{where} ({site_id}): name must be text without quotes")
+    mbps = raw.get("bandwidth_mbps", DEFAULT_BANDWIDTH_MBPS[level])
+    coords = {k: raw.get(k) for k in ("lat", "lon")}
+    for key, value in [("bandwidth_mbps", mbps), *coords.items()]:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value)):
+            raise InventoryError(f"{where} ({site_id}): {key} must be a number")
+    if mbps <= 0:
+        raise InventoryError(f"{where} ({site_id}): bandwidth_mbps must be positive")
+    return Site(site_id, province, name, level, float(mbps) * 1e6, coords["lat"], coords["lon"])
+
+
+def parse_inventory(raw: Any) -> Inventory:
+    if not isinstance(raw, dict):
+        raise InventoryError("inventory must be a mapping with provinces and sites")
+    provinces_raw = raw.get("provinces") or {}
+    if not isinstance(provinces_raw, dict):
+        raise InventoryError("provinces must be a mapping")
+    provinces: dict[str, str] = {}
+    for slug, info in provinces_raw.items():
+        if not is_slug(slug):
+            raise InventoryError(f"province {slug!r} is not a slug")
+        provinces[slug] = (info or {}).get("name", slug) if isinstance(info, dict) else str(info)
+    sites_raw = raw.get("sites") or []
+    if not isinstance(sites_raw, list):
+        raise InventoryError("sites must be a list")
+    sites: dict[str, Site] = {}
+    for index, item in enumerate(sites_raw):
+        site = _site(item, index, provinces)
+        if site.id in sites:
+            raise InventoryError(f"sites[{index}]: duplicate site id {site.id!r}")
+        sites[site.id] = site
+    return Inventory(provinces, sites)
+
+
+def load_inventory(path: str | Path) -> Inventory:
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise InventoryError(f"{path}: not valid YAML: {err}") from None
+    try:
+        return parse_inventory(raw)
+    except InventoryError as err:
+        raise InventoryError(f"{path}: {err}") from None
