@@ -188,7 +188,9 @@ def parse_topic(prefix: str, name: str) -> tuple[str, str, Kind]:
 Row = tuple[tuple[str, ...], float]
 
 
-@dataclass(frozen=True)
+# Decoded messages are values: nothing mutates them after decode. Not frozen, because a
+# frozen dataclass costs ~0.7 µs more per object and intake builds eight per message.
+@dataclass(slots=True)
 class ProbeReport:
     ok: bool
     duration_seconds: float
@@ -197,7 +199,7 @@ class ProbeReport:
     metrics: dict[str, list[Row]] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Telemetry:
     province: str
     site: str
@@ -365,48 +367,73 @@ def _check_labels(spec: MetricSpec, labels: tuple[str, ...]) -> None:
         known.add(labels)
 
 
-def _rows(spec: MetricSpec, rows: Any) -> list[Row]:
-    if type(rows) is not list or len(rows) > MAX_ROWS_PER_METRIC:
-        raise WireError(Reason.WRONG_TYPE, f"{spec.name} is not a list of rows")
+def _bad_rows(spec: MetricSpec, rows: Any) -> WireError:
+    """Say precisely what is wrong with rows the fast path refused."""
     arity = len(spec.labels)
-    known = _KNOWN_LABELS[spec.name]
     lowest = 0.0 if spec.type == "counter" else -_MAX_FLOAT
-    out: list[Row] = []
+    if type(rows) is not list or len(rows) > MAX_ROWS_PER_METRIC:
+        return WireError(Reason.WRONG_TYPE, f"{spec.name} is not a list of rows")
     for row in rows:
         if type(row) is not list or len(row) != arity + 1:
-            raise WireError(Reason.WRONG_TYPE, f"{spec.name} row must be [labels..., value]")
+            return WireError(Reason.WRONG_TYPE, f"{spec.name} row must be [labels..., value]")
         value = row[arity]
         if type(value) is not float and type(value) is not int:
-            raise WireError(Reason.WRONG_TYPE, f"{spec.name} value is not a number")
-        if not lowest <= value <= _MAX_FLOAT:  # also refuses NaN and +-1e400
-            raise WireError(Reason.OUT_OF_RANGE, f"{spec.name} value out of range")
-        labels: tuple[str, ...] = ()
-        if arity:
-            labels = tuple(row[:arity])
-            try:
-                seen = labels in known
-            except TypeError:  # a list or object where a label value belongs
-                raise WireError(Reason.BAD_LABEL, f"{spec.name} has a bad label value") from None
-            if not seen:
+            return WireError(Reason.WRONG_TYPE, f"{spec.name} value is not a number")
+        if not lowest <= value <= _MAX_FLOAT:
+            return WireError(Reason.OUT_OF_RANGE, f"{spec.name} value out of range")
+        for label in row[:arity]:
+            if (type(label) is not str or not label or len(label) > MAX_LABEL_VALUE_CHARS
+                    or _CONTROL.search(label)):
+                return WireError(Reason.BAD_LABEL, f"{spec.name} has a bad label value")
+    return WireError(Reason.BAD_LABEL, f"{spec.name} repeats a label set")
+
+
+def _rows(spec: MetricSpec, rows: Any) -> list[Row]:
+    """Validate one metric's rows: the hot loop of intake, so one pass and no calls."""
+    arity = len(spec.labels)
+    lowest = 0.0 if spec.type == "counter" else -_MAX_FLOAT
+    known = _KNOWN_LABELS[spec.name]
+    out: list[Row] = []
+    if type(rows) is not list or len(rows) > MAX_ROWS_PER_METRIC:
+        raise _bad_rows(spec, rows)
+    try:
+        for row in rows:
+            if type(row) is not list or len(row) != arity + 1:
+                raise _bad_rows(spec, rows)
+            value = row[-1]
+            if ((type(value) is not float and type(value) is not int)
+                    or not lowest <= value <= _MAX_FLOAT):  # also refuses NaN and 1e400
+                raise _bad_rows(spec, rows)
+            labels = tuple(row[:-1])
+            if labels not in known:  # TypeError for a list or object as a label value
                 _check_labels(spec, labels)
-        out.append((labels, value))
-    if arity and len({labels for labels, _ in out}) != len(out):
-        raise WireError(Reason.BAD_LABEL, f"{spec.name} repeats a label set")
+            out.append((labels, value))
+    except TypeError:
+        raise _bad_rows(spec, rows) from None
+    if arity and len(out) > 1 and len({labels for labels, _ in out}) != len(out):
+        raise _bad_rows(spec, rows)
     return out
 
 
+_NUMBER_TYPES = (int, float)
+
+
 def _probe(name: str, raw: Any) -> ProbeReport:
-    if not isinstance(raw, dict):
+    if type(raw) is not dict:
         raise WireError(Reason.WRONG_TYPE, f"probe {name} is not an object")
-    where = f"probes.{name}."
-    ok = _get(raw, "ok", bool, where)
-    duration = _number(_get(raw, "duration_seconds", (int, float), where), "duration", 0.0, 3600.0)
-    interval = _number(_get(raw, "interval_seconds", (int, float), where), "interval",
-                       0.001, 86400.0)
+    try:
+        ok, duration, interval = raw["ok"], raw["duration_seconds"], raw["interval_seconds"]
+        metrics_raw = raw["metrics"]
+    except KeyError as err:
+        raise WireError(Reason.MISSING_FIELD, f"probes.{name}.{err.args[0]} is missing") from None
+    if (type(ok) is not bool or type(duration) not in _NUMBER_TYPES
+            or type(interval) not in _NUMBER_TYPES or type(metrics_raw) is not dict):
+        raise WireError(Reason.WRONG_TYPE, f"probes.{name} has a field of the wrong type")
+    if not (0.0 <= duration <= 3600.0 and 0.001 <= interval <= 86400.0):
+        raise WireError(Reason.OUT_OF_RANGE, f"probes.{name} duration or interval out of range")
     error = raw.get("error")
     if error is not None:
         error = _text(raw, "error")
-    metrics_raw = _get(raw, "metrics", dict, where)
     metrics: dict[str, list[Row]] = {}
     for metric, rows in metrics_raw.items():
         spec = CATALOGUE.get(metric)

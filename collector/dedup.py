@@ -1,4 +1,4 @@
-"""Exactly-once accounting of a site's message stream by ``(epoch, seq)``.
+"""Exactly-once accounting of a site's message streams by ``(epoch, seq)``.
 
 QoS 1 and the agent's spool re-send on every reconnect, so duplicates are normal and
 must be dropped; gaps must be told apart from late arrivals. The agent's ``floor`` (its
@@ -6,47 +6,68 @@ oldest unacknowledged seq when it built the message) says that every seq below i
 already accepted by the broker, hence delivered to us before this message, or dropped by
 the agent's spool bound. So memory stays bounded: a low-water mark plus the few seqs
 that arrived above it out of order.
+
+An epoch names one spool (a reinstalled agent starts a new one). Epochs are told apart,
+never ordered: a PC whose clock is behind may create a "smaller" epoch than its last. The
+few most recent epochs are tracked side by side, so a late message of the previous spool
+is still counted once.
 """
 
 from __future__ import annotations
 
 from enum import Enum
 
+EPOCHS_KEPT = 4
+
 
 class Verdict(Enum):
     NEW = "new"
     DUPLICATE = "duplicate"
-    OLD_EPOCH = "old_epoch"
+    OLD_EPOCH = "old_epoch"  # from a spool we stopped tracking EPOCHS_KEPT epochs ago
+
+
+class Stream:
+    """One epoch's sequence numbers: a low-water mark and what arrived above it."""
+
+    __slots__ = ("above", "low")
+
+    def __init__(self) -> None:
+        self.low = 0  # every seq <= low was accepted or is known lost
+        self.above: set[int] = set()
 
 
 class SeqTracker:
-    __slots__ = ("above", "duplicates", "epoch", "lost", "low", "received")
+    __slots__ = ("duplicates", "lost", "received", "retired", "streams")
 
     def __init__(self) -> None:
-        self.epoch = 0
-        self.low = 0  # every seq <= low was accepted or is known lost
-        self.above: set[int] = set()
+        self.streams: dict[int, Stream] = {}  # epoch -> stream, oldest first
+        self.retired: set[int] = set()
         self.received = 0
         self.duplicates = 0
         self.lost = 0
 
     def accept(self, epoch: int, seq: int, floor: int) -> Verdict:
-        if epoch != self.epoch:
-            if epoch < self.epoch:
+        stream = self.streams.get(epoch)
+        if stream is None:
+            if epoch in self.retired:
                 return Verdict.OLD_EPOCH
-            # A new spool (reinstalled agent): a new stream that starts from seq 1.
-            self.epoch, self.low, self.above = epoch, 0, set()
-        if seq <= self.low or seq in self.above:
+            stream = self.streams[epoch] = Stream()
+            if len(self.streams) > EPOCHS_KEPT:
+                oldest = next(iter(self.streams))
+                del self.streams[oldest]
+                if len(self.retired) < 1024:
+                    self.retired.add(oldest)
+        if seq <= stream.low or seq in stream.above:
             self.duplicates += 1
             return Verdict.DUPLICATE
         self.received += 1
-        self.above.add(seq)
-        if floor - 1 > self.low:
-            seen_below = sum(1 for s in self.above if s < floor)
-            self.lost += floor - 1 - self.low - seen_below
-            self.above = {s for s in self.above if s >= floor}
-            self.low = floor - 1
-        while self.low + 1 in self.above:
-            self.low += 1
-            self.above.remove(self.low)
+        stream.above.add(seq)
+        if floor - 1 > stream.low:
+            seen_below = sum(1 for s in stream.above if s < floor)
+            self.lost += floor - 1 - stream.low - seen_below
+            stream.above = {s for s in stream.above if s >= floor}
+            stream.low = floor - 1
+        while stream.low + 1 in stream.above:
+            stream.low += 1
+            stream.above.remove(stream.low)
         return Verdict.NEW

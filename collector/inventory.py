@@ -7,7 +7,7 @@ Only sites listed here are accepted from the broker; everything else is refused 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +28,12 @@ class Site:
     bandwidth_bits_per_second: float
     lat: float | None = None
     lon: float | None = None
+    # The identifying labels every series of this site carries, rendered once.
+    labels: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def labels(self) -> str:
-        """The identifying labels every series of this site carries, pre-rendered."""
-        return f'province="{self.province}",site="{self.id}",level="{self.level}"'
+    def __post_init__(self) -> None:
+        labels = f'province="{self.province}",site="{self.id}",level="{self.level}"'
+        object.__setattr__(self, "labels", labels)
 
 
 @dataclass(frozen=True)

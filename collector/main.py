@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import sys
@@ -54,6 +55,18 @@ def load_config(path: str | Path) -> CollectorConfig:
     )
 
 
+def tune_gc() -> None:
+    """Fewer collections of a large, long-lived heap.
+
+    The state of thousands of sites is hundreds of thousands of long-lived objects; with
+    the default thresholds the cyclic GC walks them all often enough to stall intake for
+    tens of milliseconds. Intake allocates no reference cycles, so rarer passes lose nothing.
+    """
+    gc.collect()
+    gc.freeze()  # what exists at start-up (modules, inventory) is never garbage
+    gc.set_threshold(50_000, 50, 100)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bridgewatch-collector", description=__doc__)
     parser.add_argument("--config", required=True, help="collector YAML file")
@@ -77,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    tune_gc()
     ingest.start()
     threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
     log.info("collector up: %d sites, /metrics on http://%s:%d/metrics", len(inventory.sites),

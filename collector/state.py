@@ -1,9 +1,15 @@
 """Per-site state of the fleet, fed by validated messages, rendered into the cache.
 
-``apply`` is the whole of intake: validate, drop duplicates, update state, and re-render
-the chunks of only the families the message touched. Staleness is explicit: a site that
-goes silent or whose Last Will says offline gets ``bridge_up 0`` and loses its measured
-series (Prometheus marks them stale) instead of showing frozen values.
+``apply`` is the whole of intake: validate, drop duplicates, update state, and note which
+of the site's families changed. ``flush`` renders those changes into the exposition cache,
+at most once per site every ``render_delay`` seconds; the intake thread calls it in its
+spare time, so a site draining a day of spooled samples costs one render, not thousands,
+and a scrape only joins bytes. Rare events that matter at once (connected, Last Will,
+up/down, test results) are rendered immediately.
+
+Staleness is explicit: a site that goes silent or whose Last Will says offline gets
+``bridge_up 0`` and loses its measured series (Prometheus marks them stale) instead of
+showing frozen values.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from .selfmetrics import LogOnce, SelfMetrics
 
 log = logging.getLogger("bridgewatch.collector")
 
+RENDER_DELAY_SECONDS = 1.0
 STALE_INTERVALS = 3.0  # a site or probe is stale after missing this many reports
 MIN_STALE_SECONDS = 5.0
 
@@ -59,7 +66,7 @@ CATALOGUE_FAMILIES = {name: Family(spec.exposed_name, spec.type, spec.help)
 PROBE_FAMILIES = (PROBE_SUCCESS.name, PROBE_DURATION.name)
 
 
-@dataclass
+@dataclass(slots=True)
 class ProbeView:
     report: wire.ProbeReport
     ts: float
@@ -77,6 +84,10 @@ class SiteState:
     stale_after: float = 30.0
     deadline: float = 0.0  # the next time sweep() has anything to do for this site
     up: bool = False
+    dirty: set[str] = field(default_factory=set)  # catalogue metrics to re-render
+    dirty_since: float | None = None  # None: nothing waits to be rendered
+    rendered: dict[str, list[wire.Row]] = field(default_factory=dict)  # what the cache shows
+    heads: dict[str, str] = field(default_factory=dict)  # metric -> 'bridge_x{<site labels>'
 
 
 Changes = dict[str, bytes | None]
@@ -84,17 +95,21 @@ Changes = dict[str, bytes | None]
 
 class FleetState:
     def __init__(self, inventory: Inventory, prefix: str = wire.DEFAULT_PREFIX,
-                 metrics: SelfMetrics | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 metrics: SelfMetrics | None = None, clock: Callable[[], float] = time.time,
+                 render_delay: float = RENDER_DELAY_SECONDS) -> None:
         self.inventory = inventory
         self.prefix = prefix
         self.metrics = metrics or SelfMetrics()
         self.clock = clock
+        self.render_delay = render_delay
         self.cache = ExpositionCache([*FLEET_FAMILIES, *CATALOGUE_FAMILIES.values()])
         self.sites = {sid: SiteState(site) for sid, site in inventory.sites.items()}
         self._lock = threading.Lock()
+        self._pending: dict[str, SiteState] = {}  # oldest dirty_since first
         self._log_once = LogOnce(log)
-        self._label_cache: dict[tuple[str, tuple[str, ...]], str] = {}
+        self._received = {kind: self.metrics.received.labels(kind.value) for kind in wire.Kind}
+        # metric -> label values -> ',mode="user"} ': label sets repeat across sites.
+        self._suffixes: dict[str, dict[tuple[str, ...], str]] = {m: {} for m in wire.CATALOGUE}
         for state in self.sites.values():
             changes = self._static(state.site)
             changes[UP.name] = self._flag(UP, state, False)
@@ -118,11 +133,12 @@ class FleetState:
         except WireError as err:
             self.reject(err.reason, topic, str(err))
             return False
-        self.metrics.received.labels(kind.value).inc()
+        self._received[kind].inc()
         changes: Changes = {}
         with self._lock:
             changed = self._apply(state, message, now, changes)
-            self.cache.update(site_id, changes)
+            if changes:
+                self.cache.update(site_id, changes)
         return changed
 
     def reject(self, reason: Reason, topic: str, detail: str) -> None:
@@ -139,26 +155,30 @@ class FleetState:
         verdict = state.tracker.accept(message.epoch, message.seq, message.floor)
         if verdict is Verdict.OLD_EPOCH:
             self.reject(Reason.OLD_EPOCH, f"{state.site.id} epoch {message.epoch}",
-                        f"epoch older than {state.tracker.epoch}")
+                        "a spool this site replaced several times since")
             return False
+        self._mark(state, now)  # the per-site counters change either way
         if verdict is Verdict.DUPLICATE:
             self.metrics.duplicates.inc()
-            self._counters(state, changes)
             return False
         self.metrics.lag.observe(max(0.0, now - message.ts))
         self._seen(state, now, changes)
         if isinstance(message, wire.Telemetry):
-            self._apply_telemetry(state, message, now, changes)
+            self._apply_telemetry(state, message, now)
         else:
             changes[TEST_PASSED.name] = self._flag(TEST_PASSED, state, message.passed)
             changes[TEST_TIME.name] = self._line(TEST_TIME, state, message.ts)
-        self._counters(state, changes)
         return True
+
+    def _mark(self, state: SiteState, now: float) -> None:
+        if state.dirty_since is None:
+            state.dirty_since = now
+            self._pending[state.site.id] = state
 
     def _seen(self, state: SiteState, now: float, changes: Changes) -> None:
         state.last_seen = now
         state.deadline = min(state.deadline, now + state.stale_after)
-        changes[LAST_SEEN.name] = self._line(LAST_SEEN, state, round(now, 3))
+        self._mark(state, now)
         if not state.up and state.connected is not False:
             state.up = True
             changes[UP.name] = self._flag(UP, state, True)
@@ -181,27 +201,67 @@ class FleetState:
             self._go_down(state, changes)
         return True
 
-    def _apply_telemetry(self, state: SiteState, message: wire.Telemetry, now: float,
-                         changes: Changes) -> None:
-        probes_changed = False
+    def _apply_telemetry(self, state: SiteState, message: wire.Telemetry, now: float) -> None:
+        views = state.probes
         for name, report in message.probes.items():
-            old = state.probes.get(name)
-            if old is not None and old.ts > message.ts:
-                continue  # a late re-send of history: counted, but not the current view
+            old = views.get(name)
             if old is not None:
-                for metric in old.report.metrics.keys() - report.metrics.keys():
-                    changes[CATALOGUE_FAMILIES[metric].name] = None
+                if old.ts > message.ts:
+                    continue  # a late re-send of history: counted, but not the current view
+                if old.report.metrics.keys() != report.metrics.keys():
+                    state.dirty.update(old.report.metrics.keys() - report.metrics.keys())
+            state.dirty.update(report.metrics)
             expires = now + max(MIN_STALE_SECONDS, STALE_INTERVALS * report.interval_seconds)
-            state.probes[name] = ProbeView(report, message.ts, expires)
-            for metric, rows in report.metrics.items():
-                changes[CATALOGUE_FAMILIES[metric].name] = self._rows(state, metric, rows)
-            probes_changed = True
-        if probes_changed:
-            views = state.probes.values()
+            views[name] = ProbeView(report, message.ts, expires)
+        if views:
             state.stale_after = max(MIN_STALE_SECONDS, STALE_INTERVALS * min(
-                view.report.interval_seconds for view in views))
-            state.deadline = min(view.expires for view in views)
-            self._probe_lines(state, changes)
+                view.report.interval_seconds for view in views.values()))
+            state.deadline = min(view.expires for view in views.values())
+
+    # -- rendering what changed ---------------------------------------------------------
+
+    def flush(self, now: float | None = None, everything: bool = False) -> int:
+        """Render sites whose changes waited ``render_delay`` (or all); return how many."""
+        now = self.clock() if now is None else now
+        due = now - self.render_delay
+        done = 0
+        while self._pending:
+            with self._lock:
+                if not self._pending:
+                    break
+                site_id, state = next(iter(self._pending.items()))
+                if not everything and state.dirty_since is not None and state.dirty_since > due:
+                    break
+                del self._pending[site_id]
+                state.dirty_since = None
+                changes = self._render_site(state)
+                self.cache.update(site_id, changes)
+            done += 1
+        return done
+
+    def _render_site(self, state: SiteState) -> Changes:
+        changes: Changes = {}
+        if state.last_seen is not None:
+            changes[LAST_SEEN.name] = self._line(LAST_SEEN, state, round(state.last_seen, 3))
+        t = state.tracker
+        for family, value in ((RECEIVED, t.received), (DUPLICATE, t.duplicates), (LOST, t.lost)):
+            changes[family.name] = self._line(family, state, value)
+        if not state.up:
+            return changes  # measured series were dropped when the site went down
+        current: dict[str, list[wire.Row]] = {}
+        for view in state.probes.values():
+            current.update(view.report.metrics)
+        for metric in state.dirty:
+            rows = current.get(metric)
+            if rows != state.rendered.get(metric):  # most gauges repeat: nothing to redo
+                changes[CATALOGUE_FAMILIES[metric].name] = self._rows(state, metric, rows)
+                if rows:
+                    state.rendered[metric] = rows
+                else:
+                    state.rendered.pop(metric, None)
+        state.dirty.clear()
+        self._probe_lines(state, changes)
+        return changes
 
     # -- staleness ----------------------------------------------------------------------
 
@@ -217,9 +277,8 @@ class FleetState:
                     self._go_down(state, changes)
                 else:
                     for name in [n for n, v in state.probes.items() if now > v.expires]:
-                        for metric in state.probes.pop(name).report.metrics:
-                            changes[CATALOGUE_FAMILIES[metric].name] = None
-                    self._probe_lines(state, changes)
+                        state.dirty.update(state.probes.pop(name).report.metrics)
+                    self._mark(state, now - self.render_delay)  # render at the next flush
                     state.deadline = min((v.expires for v in state.probes.values()),
                                          default=state.last_seen + state.stale_after)
                 self.cache.update(state.site.id, changes)
@@ -227,16 +286,23 @@ class FleetState:
     def _go_down(self, state: SiteState, changes: Changes) -> None:
         state.up = False
         changes[UP.name] = self._flag(UP, state, False)
-        for view in state.probes.values():
-            for metric in view.report.metrics:
-                changes[CATALOGUE_FAMILIES[metric].name] = None
+        for metric in state.rendered:
+            changes[CATALOGUE_FAMILIES[metric].name] = None
+        state.rendered.clear()
         state.probes.clear()
+        state.dirty.clear()
         for family in PROBE_FAMILIES:
             changes[family] = None
 
+    def exposition(self) -> list[bytes]:
+        """The exposition for a scrape, in parts: what is due is rendered, nothing else."""
+        now = self.clock()
+        self.sweep(now)
+        self.flush(now)
+        return self.cache.snapshot()
+
     def render(self) -> bytes:
-        self.sweep()
-        return self.cache.render()
+        return b"".join(self.exposition())
 
     # -- rendering (each returns the site's chunk of one family) ------------------------
 
@@ -248,29 +314,25 @@ class FleetState:
     def _flag(family: Family, state: SiteState, on: bool) -> bytes:
         return f"{family.name}{{{state.site.labels}}} {1 if on else 0}\n".encode()
 
-    def _counters(self, state: SiteState, changes: Changes) -> None:
-        t = state.tracker
-        for family, value in ((RECEIVED, t.received), (DUPLICATE, t.duplicates), (LOST, t.lost)):
-            changes[family.name] = self._line(family, state, value)
+    def _suffix(self, metric: str, values: tuple[str, ...]) -> str:
+        names = wire.CATALOGUE[metric].labels
+        pairs = zip(names, values, strict=True)
+        suffix = "".join(f',{n}="{escape_label(v)}"' for n, v in pairs) + "} "
+        suffixes = self._suffixes[metric]
+        if len(suffixes) < 10_000:  # label values come from agents: keep the cache bounded
+            suffixes[values] = suffix
+        return suffix
 
-    def _label_suffix(self, metric: str, values: tuple[str, ...]) -> str:
-        key = (metric, values)
-        suffix = self._label_cache.get(key)
-        if suffix is None:
-            names = wire.CATALOGUE[metric].labels
-            pairs = zip(names, values, strict=True)
-            suffix = "".join(f',{n}="{escape_label(v)}"' for n, v in pairs)
-            if len(self._label_cache) < 200_000:
-                self._label_cache[key] = suffix
-        return suffix + "} "
-
-    def _rows(self, state: SiteState, metric: str, rows: list[wire.Row]) -> bytes | None:
+    def _rows(self, state: SiteState, metric: str, rows: list[wire.Row] | None) -> bytes | None:
         if not rows:
             return None
-        head = f"{CATALOGUE_FAMILIES[metric].name}{{{state.site.labels}"
-        suffix = self._label_suffix
-        return "".join([f"{head}{suffix(metric, labels)}{value!r}\n"
-                        for labels, value in rows]).encode()
+        head = state.heads.get(metric)
+        if head is None:
+            head = state.heads[metric] = f"{CATALOGUE_FAMILIES[metric].name}{{{state.site.labels}"
+        suffixes = self._suffixes[metric]
+        return "".join([
+            f"{head}{suffixes.get(labels) or self._suffix(metric, labels)}{value!r}\n"
+            for labels, value in rows]).encode()
 
     def _probe_lines(self, state: SiteState, changes: Changes) -> None:
         labels = state.site.labels

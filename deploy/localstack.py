@@ -117,12 +117,17 @@ class Mosquitto(Process):
         workdir.mkdir(parents=True, exist_ok=True)
         conf = workdir / "mosquitto.conf"
         listener = listener_conf or f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+        # As root, mosquitto drops to its own user and then cannot write the session store
+        # into a private temporary folder: sessions would silently not survive a restart.
+        user = "user root\n" if os.geteuid() == 0 else ""
         conf.write_text(
-            listener
+            listener + user
             + f"persistence true\npersistence_location {workdir}/\n"
             + "autosave_interval 1\n"
             # A collector's backlog must never be dropped silently (the default is 1000).
-            + "max_queued_messages 0\nmax_inflight_messages 0\n"
+            # Not 0 (unlimited): mosquitto 2.0.11 then drops an MQTT 5 client whose QoS 1
+            # publish the ACL refuses.
+            + "max_queued_messages 10000000\nmax_inflight_messages 0\n"
             + "log_dest stdout\nlog_type error\nlog_type warning\nlog_type notice\n"
             + extra_conf
         )

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import random
 
-from collector.dedup import SeqTracker, Verdict
+from collector.dedup import EPOCHS_KEPT, SeqTracker, Verdict
 
 
 def test_in_order_stream_keeps_no_backlog() -> None:
     t = SeqTracker()
     for seq in range(1, 1001):
         assert t.accept(1, seq, seq) is Verdict.NEW
-    assert (t.low, t.above, t.received, t.lost) == (1000, set(), 1000, 0)
+    assert (t.streams[1].low, t.streams[1].above, t.received, t.lost) == (1000, set(), 1000, 0)
 
 
 def test_every_resend_order_counts_each_seq_once() -> None:
@@ -22,7 +22,8 @@ def test_every_resend_order_counts_each_seq_once() -> None:
     t = SeqTracker()
     verdicts = [t.accept(1, seq, 1) for seq in deliveries]
     assert verdicts.count(Verdict.NEW) == 500 == t.received
-    assert t.duplicates == 200 and t.lost == 0 and t.low == 500 and not t.above
+    assert t.duplicates == 200 and t.lost == 0
+    assert t.streams[1].low == 500 and not t.streams[1].above
 
 
 def test_floor_releases_memory_and_counts_what_never_came() -> None:
@@ -30,14 +31,25 @@ def test_floor_releases_memory_and_counts_what_never_came() -> None:
     t.accept(1, 1, 1)
     for seq in range(3, 103):  # 2 was dropped by the agent's spool bound
         t.accept(1, seq, 2)
-    assert len(t.above) == 100 and t.lost == 0  # 2 may still be in flight
+    assert len(t.streams[1].above) == 100 and t.lost == 0  # 2 may still be in flight
     t.accept(1, 103, 103)  # the agent says: nothing below 103 is coming any more
-    assert t.lost == 1 and t.low == 103 and not t.above
+    assert t.lost == 1 and t.streams[1].low == 103 and not t.streams[1].above
     assert t.accept(1, 2, 2) is Verdict.DUPLICATE  # too late: already counted lost
 
 
-def test_epochs() -> None:
+def test_a_new_epoch_is_a_new_stream_whatever_its_value() -> None:
     t = SeqTracker()
-    t.accept(5, 10, 1)
-    assert t.accept(4, 11, 1) is Verdict.OLD_EPOCH
-    assert t.accept(6, 1, 1) is Verdict.NEW and t.low == 1
+    t.accept(1_795_000_000_000, 10, 1)
+    # Reinstalled on a PC whose clock is a day behind: a smaller epoch, still a new spool.
+    assert t.accept(1_794_900_000_000, 1, 1) is Verdict.NEW
+    # A late re-send from the old spool is still recognised as already counted.
+    assert t.accept(1_795_000_000_000, 10, 1) is Verdict.DUPLICATE
+    assert t.received == 2 and t.duplicates == 1
+
+
+def test_only_the_most_recent_epochs_are_kept() -> None:
+    t = SeqTracker()
+    for epoch in range(1, EPOCHS_KEPT + 2):
+        assert t.accept(epoch, 1, 1) is Verdict.NEW
+    assert len(t.streams) == EPOCHS_KEPT
+    assert t.accept(1, 2, 1) is Verdict.OLD_EPOCH

@@ -47,5 +47,5 @@ def test_duplicate_site_ids_are_refused() -> None:
 def test_file_errors_name_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "inventory.yaml"
     bad.write_text("sites: [unclosed", encoding="utf-8")
-    with pytest.raises(InventoryError, match="inventory.yaml"):
+    with pytest.raises(InventoryError, match=r"inventory\.yaml"):
         load_inventory(bad)

@@ -1,0 +1,281 @@
+"""Moves spooled messages to the broker (QoS 1) and keeps the site's retained state honest.
+
+- State: each connection gets a number ``conn`` from the spool. The Last Will (offline,
+  retained) and the online state both carry it, so the collector can order them whatever
+  way the broker delivers. ``conn`` is renewed after every lost connection: paho reconnects
+  with the same client object, and an online state that reused the previous ``conn``
+  would be overridden by that connection's Will.
+- Data: a sender thread hands spool rows to paho in seq order, at most ``window``
+  unacknowledged. Acknowledgements are queued by paho's thread and settled by the sender,
+  which alone owns the mid -> seq map (so an ack racing ``publish()`` is never lost). A row
+  leaves the spool only on a successful PUBACK. On each (re)connect everything still in
+  the spool is sent again: duplicates are dropped by the collector, losses never happen.
+- A refused publish (reason code >= 0x80) is logged once per episode, counted, left in the
+  spool, and retried after an exponential back-off.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import platform
+import socket
+import threading
+import time
+from typing import Any, cast
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.reasoncodes import ReasonCode
+
+from agent import __version__, wire
+from agent.broker import connect_async, make_client
+from agent.config import AgentConfig
+from agent.spool import Spool
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WINDOW = 64
+REFUSAL_BACKOFF_MIN_SECONDS = 1.0
+REFUSAL_BACKOFF_MAX_SECONDS = 60.0
+
+
+_paho = logging.getLogger("agent.paho")
+
+
+def _paho_log(client: mqtt.Client, userdata: Any, level: int, buf: str) -> None:
+    """paho's log, minus its ERROR for the normal "no socket yet" state while reconnecting."""
+    if level == mqtt.MQTT_LOG_ERR and not buf.startswith("Client is not connected"):
+        _paho.error("%s", buf)
+    elif level == mqtt.MQTT_LOG_WARNING:
+        _paho.warning("%s", buf)
+    else:
+        _paho.debug("%s", buf)
+
+
+def _text(value: str, limit: int) -> str:
+    return "".join(c if c.isprintable() else "?" for c in value)[:limit]
+
+
+class Publisher:
+    """Spool -> broker, plus state and commands. ``start()``, ``wake()``, ``stop()``."""
+
+    def __init__(self, config: AgentConfig, spool: Spool, window: int = DEFAULT_WINDOW,
+                 drain_seconds: float = 5.0) -> None:
+        self.config = config
+        self.spool = spool
+        self.window = window
+        self.drain_seconds = drain_seconds
+        self.counters: collections.Counter[str] = collections.Counter()
+        self.state_topic = wire.topic(config.prefix, config.province, config.site,
+                                      wire.Kind.STATE)
+        self.cmd_topic = wire.topic(config.prefix, config.province, config.site, wire.Kind.CMD)
+        self._hostname = _text(socket.gethostname(), 128)
+        self._os = _text(platform.platform(), 128)
+        self._cond = threading.Condition()
+        # Shared with paho's thread, guarded by _cond:
+        self._connected = False
+        self._stopping = False
+        self._reset = False
+        self._dirty = True
+        self._acks: list[tuple[int, ReasonCode]] = []
+        self._limit = window
+        # Owned by the sender thread:
+        self._inflight: dict[int, int] = {}
+        self._cursor = 0
+        self._paused_until = 0.0
+        self._backoff = 0.0
+        self._refusals_logged: set[int] = set()
+        self._conn = 0
+        self._client = make_client(config.broker, client_id=config.site)
+        self._client.max_inflight_messages_set(window)
+        self._client.on_log = _paho_log
+        self._client.suppress_exceptions = True
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_publish = self._on_publish
+        self._client.on_message = self._on_message
+        self._sender = threading.Thread(target=self._send_loop, name="spool-sender", daemon=True)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._new_conn()
+        connect_async(self._client, self.config.broker)
+        self._client.loop_start()
+        self._sender.start()
+
+    def wake(self) -> None:
+        """New rows are in the spool."""
+        with self._cond:
+            self._dirty = True
+            self._cond.notify_all()
+
+    def stop(self) -> None:
+        """Let in-flight rows drain briefly, publish offline (retained), then disconnect."""
+        with self._cond:
+            self._cond.wait_for(lambda: not self._connected or self.spool.stats()[0] == 0,
+                                self.drain_seconds)
+            self._stopping = True
+            connected = self._connected
+            self._cond.notify_all()
+        self._sender.join()
+        if connected:
+            info = self._client.publish(self.state_topic, self._state("offline"), qos=1,
+                                        retain=True)
+            try:
+                info.wait_for_publish(self.drain_seconds)
+            except (RuntimeError, ValueError) as err:
+                log.warning("offline state not confirmed: %s", err)
+        self._client.disconnect()
+        self._client.loop_stop()
+        log.info("stopped; counters: %s", dict(self.counters) or "none")
+
+    # -- state -----------------------------------------------------------------------------
+
+    def _state(self, state: str) -> bytes:
+        # State is not spooled: it describes the live connection, so it has no seq stream.
+        return wire.encode(wire.State(
+            self.config.province, self.config.site, seq=0, conn=self._conn, ts=time.time(),
+            state=state, agent_version=__version__, hostname=self._hostname, os=self._os))
+
+    def _new_conn(self) -> None:
+        """Number the next connection and arm its Last Will (sent in the next CONNECT)."""
+        self._conn = self.spool.next_conn()
+        self._client.will_set(self.state_topic, self._state("offline"), qos=1, retain=True)
+
+    # -- paho callbacks (paho's thread) ----------------------------------------------------
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any,
+                    reason_code: ReasonCode, properties: Any) -> None:
+        if reason_code.is_failure:
+            log.error("broker refused the connection: %s", reason_code)
+            return
+        # Never have more in flight than the broker said it will take (MQTT v5 Receive Maximum).
+        limit = min(self.window, getattr(properties, "ReceiveMaximum", None) or self.window)
+        client.publish(self.state_topic, self._state("online"), qos=1, retain=True)
+        client.subscribe(self.cmd_topic, qos=1)
+        log.info("connected to %s:%d as conn %d", self.config.broker.host,
+                 self.config.broker.port, self._conn)
+        with self._cond:
+            self._connected = True
+            self._reset = True
+            self._limit = limit
+            self._cond.notify_all()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any,
+                       reason_code: ReasonCode, properties: Any) -> None:
+        with self._cond:
+            was_connected, self._connected = self._connected, False
+            stopping = self._stopping
+        if stopping:
+            return
+        if was_connected:
+            log.warning("disconnected from broker: %s; spooling until it is back", reason_code)
+        self._new_conn()
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int,
+                    reason_code: ReasonCode, properties: Any) -> None:
+        with self._cond:
+            self._acks.append((mid, reason_code))
+            self._cond.notify_all()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        try:
+            command = wire.decode(message.payload, wire.Kind.CMD, now=time.time())
+        except wire.WireError as err:
+            self._reject_command(str(err))
+            return
+        command = cast(wire.Command, command)
+        if (command.province, command.site) != (self.config.province, self.config.site):
+            self._reject_command(f"addressed to {command.province}/{command.site}")
+        elif command.command == "ping":
+            self.counters["commands_ping"] += 1
+            log.info("ping command (seq %d) received", command.seq)
+        else:
+            self.counters["commands_unknown"] += 1
+            log.warning("unknown command %r ignored", command.command)
+
+    def _reject_command(self, why: str) -> None:
+        self.counters["commands_rejected"] += 1
+        log.warning("rejected a command on %s: %s", self.cmd_topic, why)
+
+    # -- sender thread ---------------------------------------------------------------------
+
+    def _ready(self) -> bool:
+        return (self._stopping or bool(self._acks) or self._reset
+                or (self._connected and self._dirty and len(self._inflight) < self._limit
+                    and time.monotonic() >= self._paused_until))
+
+    def _send_loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._ready():
+                    pause = self._paused_until - time.monotonic()
+                    self._cond.wait(pause if pause > 0 else None)
+                if self._stopping:
+                    return
+                acks, self._acks = self._acks, []
+                reset, self._reset = self._reset, False
+                connected, limit = self._connected, self._limit
+            try:
+                self._settle(acks)
+                if reset:  # a refusal back-off outlives reconnects, or they would defeat it
+                    self._inflight.clear()
+                    self._cursor = 0
+                    self._dirty = True
+                if connected:
+                    self._send(limit)
+            except Exception:
+                # A spool error must not kill the sender: log, back off, retry.
+                self.counters["sender_errors"] += 1
+                log.exception("sender failed; retrying")
+                self._paused_until = time.monotonic() + REFUSAL_BACKOFF_MIN_SECONDS
+            with self._cond:
+                self._cond.notify_all()  # stop() may be waiting for the spool to drain
+
+    def _settle(self, acks: list[tuple[int, ReasonCode]]) -> None:
+        done: list[int] = []
+        for mid, reason in acks:
+            seq = self._inflight.pop(mid, None)
+            if seq is None:
+                continue  # a resend from before the last reconnect; the row was re-sent too
+            if reason.is_failure:
+                self._refused(seq, reason)
+            else:
+                done.append(seq)
+        if done:
+            self.spool.ack(*done)
+            self._backoff = 0.0
+            self._refusals_logged.clear()
+
+    def _refused(self, seq: int, reason: ReasonCode) -> None:
+        self.counters["publish_refused"] += 1
+        if reason.value not in self._refusals_logged:
+            self._refusals_logged.add(reason.value)
+            log.error("broker refused message seq %d: %s (0x%02x); kept in the spool, retrying "
+                      "with back-off", seq, reason, reason.value)
+        self._cursor = min(self._cursor, seq - 1)
+        now = time.monotonic()
+        if now >= self._paused_until:  # the first refusal of a round doubles the back-off
+            self._backoff = min(max(self._backoff * 2, REFUSAL_BACKOFF_MIN_SECONDS),
+                                REFUSAL_BACKOFF_MAX_SECONDS)
+            self._paused_until = now + self._backoff
+        with self._cond:
+            self._dirty = True
+
+    def _send(self, limit: int) -> None:
+        room = limit - len(self._inflight)
+        if room <= 0 or time.monotonic() < self._paused_until:
+            return
+        with self._cond:
+            self._dirty = False  # cleared before reading, so a wake() meanwhile is not lost
+        rows = self.spool.pending(self._cursor, room)
+        if len(rows) == room:
+            with self._cond:
+                self._dirty = True  # the window is full; there may be more behind it
+        for seq, topic, payload in rows:
+            info = self._client.publish(topic, payload, qos=1)
+            if info.rc == mqtt.MQTT_ERR_NO_CONN:
+                return  # paho keeps it queued; on_connect will trigger a full resend anyway
+            self._inflight[info.mid] = seq
+            self._cursor = seq

@@ -1,0 +1,202 @@
+"""The disk spool: order, persistence across reopen, bounds, corruption and threads."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from agent.spool import Spool
+
+BIG = 10**9
+
+
+class FakeClock:
+    """Wall-clock stand-in so age bounds are tested without waiting."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def payload(seq: int, floor: int) -> bytes:
+    return f"{seq}:{floor}".encode()
+
+
+def open_spool(path: Path, clock: FakeClock | None = None, **bounds: float) -> Spool:
+    limits = {"max_messages": BIG, "max_age_seconds": BIG, "max_bytes": BIG, **bounds}
+    return Spool(path, clock=clock or FakeClock(), **limits)
+
+
+def seqs(spool: Spool) -> list[int]:
+    return [seq for seq, _, _ in spool.pending(0, BIG)]
+
+
+def test_append_pending_ack_in_seq_order(tmp_path: Path) -> None:
+    spool = open_spool(tmp_path / "s.db")
+    assert [spool.append("t/a", payload) for _ in range(5)] == [1, 2, 3, 4, 5]
+    assert spool.pending(0, 2) == [(1, "t/a", b"1:1"), (2, "t/a", b"2:1")]
+    assert [s for s, _, _ in spool.pending(2, 10)] == [3, 4, 5]
+    spool.ack(1)
+    spool.ack(3)
+    spool.ack(3)  # idempotent
+    assert seqs(spool) == [2, 4, 5]
+    # floor = the oldest pending seq when the message was built
+    assert spool.append("t/a", payload) == 6
+    assert spool.pending(5, 1) == [(6, "t/a", b"6:2")]
+    assert spool.stats() == (4, len(b"2:1") + len(b"4:1") + len(b"5:1") + len(b"6:2"), 0)
+
+
+def test_floor_is_own_seq_when_nothing_pending(tmp_path: Path) -> None:
+    spool = open_spool(tmp_path / "s.db")
+    spool.append("t", payload)
+    spool.ack(1)
+    spool.append("t", payload)
+    assert spool.pending(0, 1) == [(2, "t", b"2:2")]
+
+
+def test_seq_epoch_and_conn_survive_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    spool = open_spool(path)
+    epoch = spool.epoch
+    for _ in range(3):
+        spool.append("t", payload)
+    spool.ack(1)
+    assert spool.next_conn() == 1
+    spool.close()
+
+    again = open_spool(path)
+    assert again.epoch == epoch
+    assert seqs(again) == [2, 3]
+    assert again.last_seq() == 3
+    assert again.append("t", payload) == 4
+    assert again.next_conn() == 2
+    assert again.stats()[0] == 3
+
+
+def test_new_spool_gets_a_new_epoch(tmp_path: Path) -> None:
+    first = open_spool(tmp_path / "a.db", FakeClock(1_800_000_000.0))
+    second = open_spool(tmp_path / "b.db", FakeClock(1_800_000_001.0))
+    assert (first.epoch, second.epoch) == (1_800_000_000_000, 1_800_000_001_000)
+
+
+def test_message_bound_drops_oldest_and_counts(tmp_path: Path) -> None:
+    spool = open_spool(tmp_path / "s.db", max_messages=3)
+    for _ in range(5):
+        spool.append("t", payload)
+    assert seqs(spool) == [3, 4, 5]
+    assert spool.stats()[0::2] == (3, 2)
+
+
+def test_byte_bound_drops_oldest_and_counts(tmp_path: Path) -> None:
+    spool = open_spool(tmp_path / "s.db", max_bytes=250)
+    for _ in range(5):
+        spool.append("t", lambda seq, floor: bytes(100))
+    assert seqs(spool) == [4, 5]
+    assert spool.stats() == (2, 200, 3)
+
+
+def test_age_bound_drops_old_messages(tmp_path: Path) -> None:
+    clock = FakeClock()
+    spool = open_spool(tmp_path / "s.db", clock, max_age_seconds=60)
+    spool.append("t", payload)
+    clock.now += 30
+    spool.append("t", payload)
+    clock.now += 45  # the first is now 75 s old, the second 45 s
+    spool.append("t", payload)
+    assert seqs(spool) == [2, 3]
+    assert spool.stats()[2] == 1
+    clock.now += 1000  # both old, but the newest message is never dropped
+    spool.append("t", payload)
+    assert seqs(spool) == [4]
+    assert spool.stats()[2] == 3
+
+
+def test_dropped_total_persists(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    spool = open_spool(path, max_messages=1)
+    for _ in range(3):
+        spool.append("t", payload)
+    spool.close()
+    assert open_spool(path).stats() == (1, len(b"3:3"), 2)
+
+
+def test_failed_build_allocates_nothing(tmp_path: Path) -> None:
+    spool = open_spool(tmp_path / "s.db")
+
+    def broken(seq: int, floor: int) -> bytes:
+        raise ValueError("cannot encode")
+
+    with pytest.raises(ValueError):
+        spool.append("t", broken)
+    assert spool.append("t", payload) == 1
+    assert spool.stats()[0] == 1
+
+
+def test_corrupt_file_is_moved_aside(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "s.db"
+    path.write_bytes(b"this is not a database" * 100)
+    with caplog.at_level(logging.CRITICAL, logger="agent.spool"):
+        spool = open_spool(path)
+    aside = list(tmp_path.glob("s.db.corrupt-*"))
+    assert len(aside) == 1
+    assert aside[0].read_bytes() == b"this is not a database" * 100
+    assert any("unreadable" in r.message for r in caplog.records)
+    assert spool.append("t", payload) == 1
+    assert seqs(spool) == [1]
+    spool.close()
+    with sqlite3.connect(path) as db:  # the replacement is a real, durable spool
+        assert db.execute("SELECT count(*) FROM messages").fetchone() == (1,)
+
+
+def test_spool_with_wrong_schema_is_moved_aside(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE messages (seq INTEGER PRIMARY KEY, topic TEXT, payload BLOB, "
+                   "created REAL)")
+        db.execute("INSERT INTO messages VALUES (1, 't', x'00', 0)")
+    db.close()
+    spool = open_spool(path)
+    assert len(list(tmp_path.glob("s.db.corrupt-*"))) == 1
+    assert spool.stats() == (0, 0, 0)
+
+
+def test_uncreatable_path_falls_back_to_memory(tmp_path: Path,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    with caplog.at_level(logging.CRITICAL, logger="agent.spool"):
+        spool = open_spool(tmp_path / "file" / "s.db")
+    assert any("IN MEMORY" in r.message for r in caplog.records)
+    assert spool.append("t", payload) == 1
+
+
+def test_acks_from_another_thread_while_appending(tmp_path: Path) -> None:
+    spool = open_spool(tmp_path / "s.db")
+    total = 400
+    done = threading.Event()
+    acked: list[int] = []
+    errors: list[BaseException] = []
+
+    def acker() -> None:
+        try:
+            while not done.is_set() or spool.stats()[0]:
+                for seq, _, _ in spool.pending(0, 16):
+                    spool.ack(seq)
+                    acked.append(seq)
+        except BaseException as err:
+            errors.append(err)
+
+    thread = threading.Thread(target=acker)
+    thread.start()
+    appended = [spool.append("t", payload) for _ in range(total)]
+    done.set()
+    thread.join(timeout=60)
+    assert not errors
+    assert appended == list(range(1, total + 1))
+    assert sorted(set(acked)) == appended
+    assert spool.stats() == (0, 0, 0)
