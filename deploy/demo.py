@@ -1,0 +1,218 @@
+"""`python -m deploy.demo`: a province's whole BridgeWatch chain on this PC, in the foreground.
+
+A real Mosquitto, the collector, this machine's real agent as one commune bridge, simulated
+bridges for every other site of the Đồng Tháp demo inventory, and a real Prometheus
+scraping the collector: what the NOC of Sở KH&CN runs, shrunk onto one machine, so anyone
+can see the data path end to end. Ctrl-C (or --seconds) stops every part cleanly; a part
+that dies is named with the tail of its log. Everything lives under --workdir (.demo/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from collector.inventory import Site, load_inventory
+from deploy.localstack import (
+    MissingPrerequisite,
+    Mosquitto,
+    Process,
+    Prometheus,
+    port_open,
+    wait_until,
+)
+from deploy.localstack import free_port as any_free_port
+
+INVENTORY = Path(__file__).with_name("demo-inventory.yaml")
+PREFIX = "bridgewatch"
+LOG_TAIL_LINES = 20
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m deploy.demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", type=Path, default=Path(".demo"))
+    parser.add_argument("--inventory", type=Path, default=INVENTORY)
+    parser.add_argument("--broker-port", type=int, help="default 1883 when free")
+    parser.add_argument("--collector-port", type=int, help="default 9108 when free")
+    parser.add_argument("--prometheus-port", type=int, help="default 9090 when free")
+    parser.add_argument("--interval", type=float, default=10.0, help="telemetry seconds")
+    parser.add_argument("--flaky", type=int, default=1,
+                        help="simulated sites that drop offline now and then (default 1)")
+    parser.add_argument("--seconds", type=float, help="stop after this many seconds")
+    return parser.parse_args(argv)
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def pick_port(requested: int | None, preferred: int) -> int:
+    """The port asked for, else the well-known one when free, else any free one."""
+    if requested is not None:
+        return requested
+    return preferred if port_free(preferred) else any_free_port()
+
+
+def console_script(name: str) -> str:
+    """A console script of this distribution, next to the running interpreter first."""
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.exists() else shutil.which(name)
+    if found is None:
+        raise MissingPrerequisite(f"{name} not found: run scripts/bootstrap.sh (pip install -e .)")
+    return found
+
+
+def write_yaml(path: Path, data: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def tail(text: str, lines: int = LOG_TAIL_LINES) -> str:
+    return "\n".join("    " + line for line in text.splitlines()[-lines:])
+
+
+def real_agent_site(sites: list[Site]) -> Site:
+    """This machine plays the first commune bridge: the most common kind of site."""
+    for site in sites:
+        if site.level == "member":
+            return site
+    raise SystemExit("the inventory has no member site for this machine's real agent")
+
+
+class Demo:
+    """The parts, started in data-path order and stopped in reverse."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.workdir: Path = args.workdir.resolve()
+        self.inventory_path: Path = args.inventory.resolve()
+        self.sites = list(load_inventory(self.inventory_path).sites.values())
+        self.real_site = real_agent_site(self.sites)
+        self.broker_port = pick_port(args.broker_port, 1883)
+        self.collector_port = pick_port(args.collector_port, 9108)
+        self.prometheus_port = pick_port(args.prometheus_port, 9090)
+        self.parts: list[tuple[str, Process]] = []
+
+    def start(self) -> None:
+        work = self.workdir
+        work.mkdir(parents=True, exist_ok=True)
+        broker = Mosquitto(work / "mosquitto", port=self.broker_port)
+        self._start("broker Mosquitto", broker)
+        broker_conf = {"host": "127.0.0.1", "port": self.broker_port}
+        collector_yaml = write_yaml(work / "collector.yaml", {
+            "prefix": PREFIX, "inventory": str(self.inventory_path),
+            "listen": f"127.0.0.1:{self.collector_port}", "broker": broker_conf})
+        collector = Process([console_script("bridgewatch-collector"), "--config",
+                             str(collector_yaml)], work / "collector.log")
+        self._start("bộ thu thập / collector", collector)
+        wait_until(lambda: port_open(self.collector_port) or not collector.running, 30,
+                   "the collector to serve /metrics")
+        self._check_alive()
+        site = self.real_site
+        agent_yaml = write_yaml(work / "agent.yaml", {
+            "site": site.id, "province": site.province, "prefix": PREFIX, "broker": broker_conf,
+            "spool": {"path": str(work / "spool" / "agent.sqlite")},
+            "interval_seconds": self.args.interval,
+            "recording_volume": str(work)})
+        (work / "spool").mkdir(exist_ok=True)
+        agent = console_script("bridgewatch-agent")
+        self._start(f"agent thật / real agent ({site.id})",
+                    Process([agent, "run", "--config", str(agent_yaml)], work / "agent.log"))
+        self._start("điểm cầu mô phỏng / simulated bridges", Process([
+            agent, "simulate", "--inventory", str(self.inventory_path),
+            "--broker-host", "127.0.0.1", "--broker-port", str(self.broker_port),
+            "--prefix", PREFIX, "--interval", str(self.args.interval),
+            "--flaky", str(self.args.flaky), "--skip", site.id], work / "simulate.log"))
+        self._start("Prometheus", Prometheus(work / "prometheus",
+                                             [f"127.0.0.1:{self.collector_port}"],
+                                             scrape_interval="5s", port=self.prometheus_port))
+        self._check_alive()
+
+    def _start(self, label: str, part: Process) -> None:
+        self.parts.append((label, part))
+        part.start()
+
+    def _check_alive(self) -> None:
+        for label, part in self.parts:
+            if not part.running:
+                code = part.proc.returncode if part.proc else None
+                raise ChildDied(f"{label} đã dừng / exited (code {code}); "
+                                f"log {part.log_path}:\n{tail(part.log())}")
+
+    def banner(self) -> str:
+        prom = f"http://127.0.0.1:{self.prometheus_port}"
+        query = "bridge_up"
+        return "\n".join([
+            "",
+            f"BridgeWatch demo: {len(self.sites)} điểm cầu / bridges, "
+            f"máy này là / this PC is {self.real_site.id} ({self.real_site.name})",
+            f"  Prometheus:          {prom}/graph?g0.expr={query}&g0.tab=1",
+            f"      truy vấn mẫu / example queries: {query}   "
+            f"bridge_memory_total_bytes{{site=\"{self.real_site.id}\"}}",
+            f"  Số liệu / metrics:   http://127.0.0.1:{self.collector_port}/metrics",
+            f"  Broker MQTT:         127.0.0.1:{self.broker_port} (chủ đề / topics {PREFIX}/v1/#)",
+            f"  Nhật ký / logs:      {self.workdir}/*.log, "
+            f"{self.workdir}/mosquitto/mosquitto.log, {self.workdir}/prometheus/prometheus.log",
+            "  Dừng / stop:         Ctrl-C",
+            "",
+        ])
+
+    def watch(self, seconds: float | None) -> None:
+        """Return when the time is up; raise ChildDied as soon as a part dies."""
+        deadline = None if seconds is None else time.monotonic() + seconds
+        while deadline is None or time.monotonic() < deadline:
+            self._check_alive()
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        for _, part in reversed(self.parts):
+            part.stop()
+
+
+class ChildDied(RuntimeError):
+    """A part of the demo exited on its own: the message names it and shows its log."""
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops the demo exactly like Ctrl-C
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
+    demo = Demo(args)
+    code = 0
+    try:
+        demo.start()
+        print(demo.banner(), flush=True)
+        demo.watch(args.seconds)
+    except KeyboardInterrupt:
+        pass
+    except (RuntimeError, TimeoutError) as err:  # ChildDied, MissingPrerequisite, start failures
+        print(f"\nLỖI / ERROR: {err}", file=sys.stderr, flush=True)
+        code = 1
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)  # let the parts stop, whatever is pressed
+        print("Đang dừng / stopping…", flush=True)
+        demo.stop()
+    print("Đã dừng tất cả / everything stopped.", flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""The demo end to end: broker, collector, this machine's real agent, the simulated bridges
+and Prometheus, started by `python -m deploy.demo` exactly as a person would, then checked
+through Prometheus' HTTP API, which is where the NOC looks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from collector.inventory import load_inventory
+from deploy.demo import INVENTORY, real_agent_site
+from deploy.localstack import free_port, wait_until
+from tests.conftest import require_binary
+
+pytestmark = pytest.mark.real
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN_SECONDS = 40
+
+
+def query(prometheus: str, expr: str) -> list[dict[str, Any]]:
+    url = f"{prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        body = json.load(resp)
+    assert body["status"] == "success", body
+    return body["data"]["result"]
+
+
+def sites_up(prometheus: str) -> set[str]:
+    return {r["metric"]["site"] for r in query(prometheus, "bridge_up == 1")}
+
+
+def test_demo_shows_every_bridge_up_and_this_machine_real(tmp_path: Path) -> None:
+    require_binary("mosquitto")
+    require_binary("prometheus")
+    sites = list(load_inventory(INVENTORY).sites.values())
+    real = real_agent_site(sites)
+    prometheus_port = free_port()
+    prometheus = f"http://127.0.0.1:{prometheus_port}"
+    output = tmp_path / "demo.out"
+    with output.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "deploy.demo", "--seconds", str(RUN_SECONDS),
+             "--workdir", str(tmp_path / "demo"), "--flaky", "0",
+             "--broker-port", str(free_port()), "--collector-port", str(free_port()),
+             "--prometheus-port", str(prometheus_port)],
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: sites_up(prometheus) == {s.id for s in sites}, RUN_SECONDS - 5,
+                   "bridge_up 1 for every inventory site", interval=1)
+        memory = query(prometheus, f'bridge_memory_total_bytes{{site="{real.id}"}}')
+        assert len(memory) == 1
+        assert float(memory[0]["value"][1]) == psutil.virtual_memory().total
+        code = proc.wait(RUN_SECONDS + 30)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(30)
+    text = output.read_text(errors="replace")
+    assert code == 0, text
+    assert f"{prometheus}/graph" in text and "everything stopped" in text, text
