@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import time
+from typing import Any
 
 from agent import wire
 from agent.simulated_pc import SimulatedPc
@@ -12,14 +13,18 @@ from collector.inventory import Inventory, parse_inventory
 PROVINCE = "dong-thap"
 
 
-def inventory(sites: int) -> Inventory:
-    """One central bridge and N-1 communes, named as the inventory would name them."""
-    return parse_inventory({
+def inventory_document(sites: int) -> dict[str, Any]:
+    """One central bridge and N-1 communes, as an inventory file would list them."""
+    return {
         "provinces": {PROVINCE: {"name": "Đồng Tháp"}},
         "sites": [{"id": f"dt-cau-{i:05d}", "province": PROVINCE,
                    "name": "Điểm cầu trung tâm tỉnh" if i == 0 else f"UBND xã số {i}",
                    "level": "central" if i == 0 else "member"} for i in range(sites)],
-    })
+    }
+
+
+def inventory(sites: int) -> Inventory:
+    return parse_inventory(inventory_document(sites))
 
 
 class FleetFeed:

@@ -129,7 +129,7 @@ def run(port: int, sites: int, rate: float, seconds: float, window: int) -> dict
     sock.setblocking(False)
     acks = Acks()
     total = int(rate * seconds)
-    sent, started = 0, time.perf_counter()
+    sent, started, started_at = 0, time.perf_counter(), time.time()
     batch = max(1, int(rate / 1000))  # a batch per millisecond
     while sent < total:
         due = started + sent / rate
@@ -154,7 +154,8 @@ def run(port: int, sites: int, rate: float, seconds: float, window: int) -> dict
         _drain(sock, acks, 0.05)
     elapsed = time.perf_counter() - started
     sock.close()
-    return {"sent": sent, "acked": acks.count, "seconds": elapsed, "rate": sent / elapsed}
+    return {"sent": sent, "acked": acks.count, "seconds": elapsed, "rate": sent / elapsed,
+            "started_at": started_at}
 
 
 def _drain(sock: socket.socket, acks: Acks, wait: float) -> None:

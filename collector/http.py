@@ -1,7 +1,12 @@
-"""The collector's HTTP surface: ``/metrics`` for Prometheus and ``/healthz``."""
+"""The collector's HTTP surface: ``/metrics`` for Prometheus and ``/healthz``.
+
+``/healthz`` is a few bytes of JSON (connected to the broker, messages taken in, sites up)
+for a liveness check that must not cost a 20 MB scrape.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -35,7 +40,9 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/metrics":
             self._send(200, CONTENT_TYPE, metrics_parts(self.server.state))
         elif path == "/healthz":
-            self._send(200, "text/plain; charset=utf-8", [b"ok\n"])
+            health = self.server.state.health()
+            status = 200 if health["connected"] else 503
+            self._send(status, "application/json", [json.dumps(health).encode()])
         else:
             self._send(404, "text/plain; charset=utf-8", [b"not found: try /metrics\n"])
 

@@ -7,6 +7,7 @@ Only sites listed here are accepted from the broker; everything else is refused 
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,13 @@ class Site:
 class Inventory:
     provinces: dict[str, str]
     sites: dict[str, Site]
+
+    def shard(self, index: int, count: int) -> Inventory:
+        """The sites one of ``count`` collector processes owns: a stable split by site id."""
+        if not 0 <= index < count:
+            raise InventoryError(f"shard {index}/{count}: need 0 <= index < count")
+        return Inventory(self.provinces, {sid: site for sid, site in self.sites.items()
+                                          if zlib.crc32(sid.encode()) % count == index})
 
 
 class InventoryError(ValueError):

@@ -32,16 +32,21 @@ class CollectorConfig:
     listen_port: int = 9108
     client_id: str = "bridgewatch-collector"
     broker: broker.BrokerSettings = field(default_factory=broker.BrokerSettings)
+    shard_index: int = 0
+    shard_count: int = 1  # >1: this process owns only its share of the sites (see Scale)
 
 
 def load_config(path: str | Path) -> CollectorConfig:
     raw: Any = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     if not isinstance(raw, dict) or "inventory" not in raw:
         raise ValueError(f"{path}: needs at least 'inventory: <file>'")
-    unknown = set(raw) - {"inventory", "prefix", "listen", "client_id", "broker"}
+    unknown = set(raw) - {"inventory", "prefix", "listen", "client_id", "broker", "shard"}
     if unknown:
         raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
     host, _, port = str(raw.get("listen", "127.0.0.1:9108")).rpartition(":")
+    index, _, count = str(raw.get("shard", "0/1")).partition("/")
+    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise ValueError(f"{path}: shard must be 'index/count' with index < count")
     inventory = Path(raw["inventory"])
     if not inventory.is_absolute():
         inventory = Path(path).parent / inventory
@@ -50,8 +55,12 @@ def load_config(path: str | Path) -> CollectorConfig:
         prefix=raw.get("prefix", wire.DEFAULT_PREFIX),
         listen_host=host or "127.0.0.1",
         listen_port=int(port),
-        client_id=raw.get("client_id", "bridgewatch-collector"),
+        # Each shard needs its own MQTT session.
+        client_id=raw.get("client_id", "bridgewatch-collector" if count == "1"
+                          else f"bridgewatch-collector-{index}-of-{count}"),
         broker=broker.BrokerSettings.from_dict(raw.get("broker")),
+        shard_index=int(index),
+        shard_count=int(count),
     )
 
 
@@ -76,13 +85,15 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = load_config(args.config)
-        inventory = load_inventory(config.inventory)
+        inventory = load_inventory(config.inventory).shard(config.shard_index,
+                                                           config.shard_count)
     except (OSError, ValueError, InventoryError, yaml.YAMLError) as err:
         log.error("cannot start: %s", err)
         return 2
     state = FleetState(inventory, prefix=config.prefix)
     server = CollectorServer((config.listen_host, config.listen_port), state)
-    ingest = Ingest(state, config.broker, client_id=config.client_id)
+    ingest = Ingest(state, config.broker, client_id=config.client_id,
+                    per_site=config.shard_count > 1)
     stopping = threading.Event()
 
     def stop(signum: int, frame: object) -> None:

@@ -262,7 +262,9 @@ class MqttIntake:
             raise ProtocolError(f"broker refused the connection (reason 0x{body[1]:02x})")
         self.session_present = bool(body[0] & 1)
         # Subscribe on every connect: a no-op when the session kept them, a repair if not.
-        sock.sendall(subscribe_packet(1, self.filters))
+        # A shard may hold thousands of per-site filters: a packet per thousand.
+        for packet_id, start in enumerate(range(0, len(self.filters), 1000), start=1):
+            sock.sendall(subscribe_packet(packet_id, self.filters[start:start + 1000]))
         self.connected = True
         self.on_connection(True)
         log.info("connected to %s:%d as %s (session present: %s)", self.settings.host,

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from agent import wire
-from agent.wire import Reason, WireError
+from agent.wire import Kind, Reason, WireError
 
 from .dedup import SeqTracker, Verdict
 from .exposition import ExpositionCache, Family, escape_label, format_value
@@ -293,6 +293,18 @@ class FleetState:
         state.dirty.clear()
         for family in PROBE_FAMILIES:
             changes[family] = None
+
+    def health(self) -> dict[str, object]:
+        """What a liveness check needs, without a scrape."""
+        registry = self.metrics.registry
+        return {
+            "connected": registry.get_sample_value("bridge_collector_mqtt_connected") == 1,
+            "received": {kind.value: int(registry.get_sample_value(
+                "bridge_collector_messages_received_total", {"kind": kind.value}) or 0)
+                for kind in (Kind.TELEMETRY, Kind.STATE, Kind.TEST)},
+            "sites": len(self.sites),
+            "sites_up": sum(state.up for state in self.sites.values()),
+        }
 
     def exposition(self) -> list[bytes]:
         """The exposition for a scrape, in parts: what is due is rendered, nothing else."""

@@ -9,6 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent import wire
 from agent.wire import Kind, Reason
+from collector.http import metrics_parts
 from collector.inventory import parse_inventory
 from collector.state import FleetState
 from tests.conftest import require_binary
@@ -113,7 +114,9 @@ def test_exposition_passes_promtool_check_metrics(fleet: FleetState, clock: Cloc
     for seq, site in enumerate(("dt-xa-my-an", "dt-trung-tam"), start=1):
         fleet.apply(topic(site, Kind.STATE), state(site, 1, True, clock.now))
         fleet.apply(topic(site, Kind.TELEMETRY), telemetry(site, seq, clock.now))
-    body = fleet.render()
+    fleet.apply(topic("dt-xa-my-an", Kind.TELEMETRY), b"not json")  # a rejection counter too
+    body = b"".join(metrics_parts(fleet))  # exactly what a scrape of /metrics returns
+    assert b"bridge_collector_messages_rejected_total" in body
     result = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True)
     findings = set((result.stdout + result.stderr).decode().splitlines())
     # Link rates are in bits per second by design (the telecom unit every site's contract

@@ -175,3 +175,11 @@ def test_a_broker_outage_loses_nothing_and_counts_nothing_twice(stack: Stack) ->
     final = stack.collector_samples()
     assert final[("bridge_messages_lost_total", SITE)] == 0
     assert Spool(spool_path).stats()[0] == 0, "everything acknowledged left the spool"
+
+
+def test_healthz_is_a_small_json_summary(stack: Stack) -> None:
+    url = f"http://127.0.0.1:{stack.collector_port}/healthz"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        health = json.loads(resp.read())
+    assert health["connected"] is True and health["sites"] == 1
+    assert set(health["received"]) == {"telemetry", "state", "test"}

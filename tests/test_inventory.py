@@ -49,3 +49,16 @@ def test_file_errors_name_the_file(tmp_path: Path) -> None:
     bad.write_text("sites: [unclosed", encoding="utf-8")
     with pytest.raises(InventoryError, match=r"inventory\.yaml"):
         load_inventory(bad)
+
+
+def test_shards_partition_the_sites_stably() -> None:
+    inv = parse_inventory({"provinces": PROVINCES, "sites": [
+        {"id": f"dt-xa-{i}", "province": "dong-thap"} for i in range(300)]})
+    shards = [inv.shard(i, 3) for i in range(3)]
+    owned = [set(s.sites) for s in shards]
+    assert set().union(*owned) == set(inv.sites)
+    assert sum(len(o) for o in owned) == 300, "no site in two shards"
+    assert all(60 < len(o) < 140 for o in owned), "roughly even"
+    assert [set(inv.shard(i, 3).sites) for i in range(3)] == owned, "stable"
+    with pytest.raises(InventoryError, match="shard"):
+        inv.shard(3, 3)
