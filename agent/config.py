@@ -16,6 +16,7 @@ import yaml
 
 from agent import wire
 from agent.broker import BrokerSettings
+from agent.link import bandwidth, udp
 from agent.spool import DEFAULT_MAX_AGE_SECONDS, DEFAULT_MAX_BYTES, DEFAULT_MAX_MESSAGES
 
 DEFAULT_INTERVAL_SECONDS = 10.0
@@ -24,9 +25,19 @@ MIN_INTERVAL_SECONDS = 0.001
 MAX_INTERVAL_SECONDS = 86400.0
 
 _TOP_KEYS = {"site", "province", "prefix", "broker", "spool", "interval_seconds",
-             "recording_volume", "backup_volume", "probes"}
+             "recording_volume", "backup_volume", "probes", "link"}
 _SPOOL_KEYS = {"path", "max_messages", "max_age_seconds", "max_bytes"}
 _PROBE_KEYS = {"enabled", "interval_seconds"}
+_LINK_KEYS = {"reflector", "targets", "packet_interval_seconds", "connect_interval_seconds",
+              "required_bandwidth_mbps"}
+_REFLECTOR_KEYS = {"host", "udp_port", "tcp_port", "key_file"}
+_TARGET_KEYS = {"name", "host", "method", "port"}
+LINK_METHODS = ("udp-reflector", "icmp", "tcp-connect")
+REFLECTOR_TARGET = "reflector"
+DEFAULT_REFLECTOR_UDP_PORT = udp.DEFAULT_PORT
+DEFAULT_REFLECTOR_TCP_PORT = bandwidth.DEFAULT_PORT
+# Each target has 5 RTT quantile rows: the wire's 256 rows per metric bound the count.
+MAX_LINK_TARGETS = 32
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,45 @@ class ProbeSetting:
 
 
 @dataclass(frozen=True)
+class ReflectorEndpoint:
+    """The central reflector: UDP echo, TCP bandwidth endpoint, and the shared key."""
+
+    host: str
+    key_file: Path
+    udp_port: int = DEFAULT_REFLECTOR_UDP_PORT
+    tcp_port: int = DEFAULT_REFLECTOR_TCP_PORT
+
+
+@dataclass(frozen=True)
+class LinkTarget:
+    name: str  # the ``target`` label
+    host: str
+    method: str  # one of LINK_METHODS
+    port: int | None = None  # udp-reflector / tcp-connect port; for icmp, the fallback
+
+
+@dataclass(frozen=True)
+class LinkConfig:
+    """The ``link`` section: what the continuous link probe measures, and how often."""
+
+    reflector: ReflectorEndpoint | None = None
+    targets: tuple[LinkTarget, ...] = ()
+    packet_interval_seconds: float = 1.0
+    # TCP connects are heavier on the far end than a datagram: a slower default.
+    connect_interval_seconds: float = 10.0
+    # The site's requirement for the bandwidth test (5 member sites, 30 central).
+    required_bandwidth_mbps: float = 5.0
+
+    def all_targets(self) -> tuple[LinkTarget, ...]:
+        """The configured targets, led by the reflector (target ``reflector``) if any."""
+        if self.reflector is None:
+            return self.targets
+        own = LinkTarget(REFLECTOR_TARGET, self.reflector.host, "udp-reflector",
+                         self.reflector.udp_port)
+        return (own, *self.targets)
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     site: str
     province: str
@@ -56,6 +106,7 @@ class AgentConfig:
     recording_volume: str | None = None
     backup_volume: str | None = None
     probes: dict[str, ProbeSetting] = field(default_factory=dict)
+    link: LinkConfig | None = None
 
 
 def load_config(path: str | Path) -> AgentConfig:
@@ -92,6 +143,8 @@ def parse_config(raw: Any, base_dir: Path) -> AgentConfig:
         recording_volume=_optional_path(raw, "recording_volume"),
         backup_volume=_optional_path(raw, "backup_volume"),
         probes=_probes(_mapping(raw.get("probes"), "probes", optional=True)),
+        link=None if raw.get("link") is None else _link(_mapping(raw["link"], "link"),
+                                                        base_dir),
     )
     # Imported here: the probe registry imports this module for its types.
     from agent.probes import enabled_probes
@@ -191,3 +244,92 @@ def _probes(raw: dict[str, Any]) -> dict[str, ProbeSetting]:
             interval = _interval(interval, f"probes.{name}.interval_seconds")
         settings[name] = ProbeSetting(enabled, interval)
     return settings
+
+
+def _port(raw: dict[str, Any], key: str, where: str) -> int | None:
+    """An optional port number (None when absent)."""
+    value = raw.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+        raise ValueError(f"{where}{key} must be a port number (1-65535), got {value!r}")
+    return value
+
+
+def _host(raw: dict[str, Any], where: str) -> str:
+    value = raw.get("host")
+    if not isinstance(value, str) or not value or any(c.isspace() for c in value):
+        raise ValueError(f"{where}host is required (a name or address), got {value!r}")
+    return value
+
+
+def _bounded(raw: dict[str, Any], key: str, default: float, lowest: float,
+             highest: float) -> float:
+    value = _number(raw.get(key, default), f"link.{key}")
+    if not lowest <= value <= highest:
+        raise ValueError(f"link.{key} must be between {lowest:g} and {highest:g}, got {value!r}")
+    return value
+
+
+def _link(raw: dict[str, Any], base_dir: Path) -> LinkConfig:
+    _no_unknown(raw, _LINK_KEYS, "link.")
+    reflector = None
+    if raw.get("reflector") is not None:
+        body = _mapping(raw["reflector"], "link.reflector")
+        _no_unknown(body, _REFLECTOR_KEYS, "link.reflector.")
+        key_file = body.get("key_file")
+        if not isinstance(key_file, str) or not key_file:
+            raise ValueError("link.reflector.key_file is required (the reflector's shared key)")
+        reflector = ReflectorEndpoint(
+            host=_host(body, "link.reflector."),
+            key_file=base_dir / Path(key_file).expanduser(),
+            udp_port=_port(body, "udp_port", "link.reflector.") or DEFAULT_REFLECTOR_UDP_PORT,
+            tcp_port=_port(body, "tcp_port", "link.reflector.") or DEFAULT_REFLECTOR_TCP_PORT,
+        )
+    raw_targets = raw.get("targets", [])
+    if not isinstance(raw_targets, list):
+        raise ValueError("link.targets must be a list")
+    targets = tuple(_target(body, i, reflector) for i, body in enumerate(raw_targets))
+    names = [t.name for t in targets]
+    duplicate = next((n for n in names if names.count(n) > 1), None)
+    if duplicate is not None:
+        raise ValueError(f"link.targets: name {duplicate!r} is used twice")
+    config = LinkConfig(
+        reflector=reflector,
+        targets=targets,
+        packet_interval_seconds=_bounded(raw, "packet_interval_seconds", 1.0, 0.01, 60.0),
+        connect_interval_seconds=_bounded(raw, "connect_interval_seconds", 10.0, 0.01, 3600.0),
+        required_bandwidth_mbps=_bounded(raw, "required_bandwidth_mbps", 5.0, 0.001, 100_000.0),
+    )
+    if not config.all_targets():
+        raise ValueError("link: configure a reflector or at least one target")
+    if len(config.all_targets()) > MAX_LINK_TARGETS:
+        raise ValueError(f"link: at most {MAX_LINK_TARGETS} targets")
+    return config
+
+
+def _target(body: Any, index: int, reflector: ReflectorEndpoint | None) -> LinkTarget:
+    where = f"link.targets[{index}]."
+    body = _mapping(body, where.rstrip("."))
+    _no_unknown(body, _TARGET_KEYS, where)
+    name = body.get("name")
+    if not wire.is_slug(name):
+        raise ValueError(f"{where}name {name!r} is not a slug (lowercase letters, digits, '-')")
+    if name == REFLECTOR_TARGET:
+        raise ValueError(f"{where}name 'reflector' is reserved for link.reflector")
+    method = body.get("method")
+    if method not in LINK_METHODS:
+        raise ValueError(f"{where}method must be one of {', '.join(LINK_METHODS)}, "
+                         f"got {method!r}")
+    host = _host(body, where)
+    if method == "tcp-connect":
+        port = _port(body, "port", where)
+        if port is None:
+            raise ValueError(f"{where}port is required for tcp-connect")
+    elif method == "udp-reflector":
+        if reflector is None:
+            raise ValueError(f"{where}udp-reflector needs link.reflector (for its key)")
+        port = _port(body, "port", where) or DEFAULT_REFLECTOR_UDP_PORT
+    else:  # icmp: a port, if given, is where to fall back to tcp-connect
+        port = _port(body, "port", where)
+    return LinkTarget(name, host, method, port)

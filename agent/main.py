@@ -1,4 +1,5 @@
-"""``bridgewatch-agent``: the daemon (``run``), a one-shot ``sample``, and ``simulate``.
+"""``bridgewatch-agent``: the daemon (``run``), a one-shot ``sample``, the hand-run
+``bandwidth`` test against the reflector, and ``simulate``.
 
 ``run`` loops: wait for the scheduler's next slot, run the probes that are due, write
 one telemetry message to the spool, and wake the publisher, which sends it when it can.
@@ -21,6 +22,7 @@ from typing import Any
 from agent import __version__, wire
 from agent.config import AgentConfig, load_config
 from agent.probes import REGISTRY, ProbeContext, collect_reports, enabled_probes
+from agent.probes import link as link_probe
 from agent.publisher import Publisher
 from agent.scheduler import Scheduler
 from agent.spool import Spool
@@ -95,6 +97,7 @@ def run(config: AgentConfig) -> int:
                 publisher.wake()
             stop.wait(max(0.0, scheduler.next_wakeup() - time.monotonic()))
     finally:
+        link_probe.shutdown()
         publisher.stop()
         spool.close()
     return 0
@@ -108,7 +111,10 @@ def sample(config: AgentConfig) -> int:
     """
     intervals = enabled_probes(config)
     ctx = ProbeContext(config)
-    reports = collect_reports([REGISTRY[n] for n in intervals], ctx, intervals)
+    try:
+        reports = collect_reports([REGISTRY[n] for n in intervals], ctx, intervals)
+    finally:
+        link_probe.shutdown()
     ts = ctx.clock()
     payload = telemetry_payload(config, int(ts * 1000), 1, 1, ts, reports)
     sys.stdout.write(payload.decode() + "\n")
@@ -116,6 +122,14 @@ def sample(config: AgentConfig) -> int:
         if not report.ok:
             log.error("probe %s failed: %s", name, report.error)
     return 0 if all(r.ok for r in reports.values()) else 1
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: a test length from 0.5 to 60 seconds."""
+    value = float(text)
+    if not 0.5 <= value <= 60:
+        raise argparse.ArgumentTypeError("must be from 0.5 to 60 seconds")
+    return value
 
 
 def build_parser(with_simulate: bool) -> argparse.ArgumentParser:
@@ -130,6 +144,11 @@ def build_parser(with_simulate: bool) -> argparse.ArgumentParser:
                         ("sample", "run every enabled probe once and print the telemetry")):
         p = sub.add_parser(name, parents=[common], help=help_)
         p.add_argument("--config", required=True, help="agent YAML configuration")
+    p = sub.add_parser("bandwidth", parents=[common],
+                       help="test upload and download against the reflector")
+    p.add_argument("--config", required=True, help="agent YAML configuration")
+    p.add_argument("--seconds", type=_seconds, default=5.0,
+                   help="length of each direction's test (default 5)")
     simulate = sub.add_parser("simulate", parents=[common], help="simulate a fleet of agents")
     if with_simulate:
         # Imported only when asked for, so the daemon never pays for it.
@@ -155,6 +174,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError) as err:
         print(f"bridgewatch-agent: bad configuration {args.config}: {err}", file=sys.stderr)
         return 2
+    if args.command == "bandwidth":
+        # Imported only when asked for: the daemon never runs it.
+        from agent.link import check
+
+        return check.run(config, args.seconds)
     return run(config) if args.command == "run" else sample(config)
 
 

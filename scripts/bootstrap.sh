@@ -7,8 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(mosquitto mosquitto-clients prometheus python3-venv)
-SERVICES=(mosquitto prometheus)
+PACKAGES=(mosquitto mosquitto-clients prometheus python3-venv openssl iproute2 nftables
+          prometheus-smokeping-prober)
+SERVICES=(mosquitto prometheus prometheus-smokeping-prober)
 VENV=.venv
 STAMP=$VENV/.bootstrap-pyproject
 

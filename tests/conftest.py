@@ -26,6 +26,14 @@ def require_binary(name: str) -> str:
         pytest.skip(str(err))
 
 
+def require_root() -> None:
+    """Raw sockets (ICMP, traceroute) need root (CAP_NET_RAW): fail in CI, skip elsewhere."""
+    if os.geteuid() != 0:
+        if IN_CI:
+            pytest.fail("prerequisite missing in CI: root (CAP_NET_RAW) for raw sockets")
+        pytest.skip("needs root (CAP_NET_RAW) for raw sockets")
+
+
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Mosquitto]:
     require_binary("mosquitto")

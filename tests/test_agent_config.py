@@ -28,7 +28,8 @@ def test_defaults(tmp_path: Path) -> None:
     assert config.broker.port == 1883
     assert config.recording_volume is None and config.backup_volume is None
     assert enabled_probes(config) == {
-        n: 10.0 for n in ("agent", "cpu", "disk", "load", "memory", "network", "uptime")}
+        n: 10.0 for n in ("agent", "cpu", "disk", "link", "load", "memory", "network",
+                          "uptime")}
 
 
 def test_overrides(tmp_path: Path) -> None:
@@ -73,7 +74,7 @@ probes:
     ("site: [unclosed\n", "not valid YAML"),
     (MINIMAL + "probes: {" + ", ".join(
         f"{n}: {{enabled: false}}" for n in
-        ("agent", "cpu", "disk", "load", "memory", "network", "uptime")) + "}\n",
+        ("agent", "cpu", "disk", "link", "load", "memory", "network", "uptime")) + "}\n",
      "every probe is disabled"),
 ])
 def test_errors_name_the_key(tmp_path: Path, text: str, message: str) -> None:

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 Metrics = dict[str, list[wire.Row]]
 
-MODULES = ("cpu", "memory", "load", "uptime", "disk", "network", "agent_self")
+MODULES = ("cpu", "memory", "load", "uptime", "disk", "network", "agent_self", "link")
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
