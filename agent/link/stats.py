@@ -152,33 +152,6 @@ class Arrivals:
         self._seen = {s for s in self._seen if s >= seq}
 
 
-@dataclass(frozen=True)
-class Counts:
-    sent: int
-    received: int
-    lost: int
-    late: int
-    duplicates: int
-    reordered: int
-
-
-def count_events(sent: int, events: Iterable[tuple[int, float]],
-                 timeout: float | None = None) -> Counts:
-    """Counts of a finished run: ``sent`` packets and the ``(seq, rtt)`` replies in order.
-
-    A reply whose RTT exceeds ``timeout`` is late (and its packet lost).
-    """
-    arrivals = Arrivals()
-    for seq, rtt in events:
-        arrivals.add(seq, timeout is None or rtt <= timeout)
-    return Counts(sent, arrivals.received, sent - arrivals.received, arrivals.late,
-                  arrivals.duplicates, arrivals.reordered)
-
-
-# ---------------------------------------------------------------------------------------
-# E-model
-
-
 def delay_impairment(one_way_seconds: float) -> float:
     """Idd of G.107 eq. 7-27 (mT = 100 ms, sT = 1) for the one-way delay Ta."""
     ta_ms = one_way_seconds * 1000.0
