@@ -13,6 +13,7 @@ import math
 import random
 from dataclasses import dataclass
 
+from agent.link import stats
 from agent.wire import ProbeReport, Row
 
 GB = 10**9
@@ -49,6 +50,11 @@ HARDWARE = {
     "member": Hardware(4, 8 * GIB, 2 * GIB, 256 * GB, 500 * GB, 1000 * GB, "enp2s0", 0.45),
 }
 MOUNTS = (("/", "system"), ("/srv/recordings", "recording"), ("/media/backup", "backup"))
+# The path to the central reflector: (base RTT s, jitter s, loss ratio) ranges per level.
+# A commune's line is longer and busier than the province's own LAN to the reflector.
+LINK = {"central": ((0.002, 0.006), (0.0003, 0.001), (0.0, 0.001)),
+        "national": ((0.015, 0.030), (0.001, 0.004), (0.0, 0.005)),
+        "member": ((0.020, 0.070), (0.002, 0.015), (0.0, 0.02))}
 
 
 def _formatted(disk_bytes: int) -> int:
@@ -91,6 +97,11 @@ class SimulatedPc:
         self.rx_drop = int(uptime / 3600)
         self.agent_rss = rng.uniform(36, 42) * MIB
         self.agent_cpu = uptime * 0.0006
+        (rtt_lo, rtt_hi), (jit_lo, jit_hi), (loss_lo, loss_hi) = LINK[level]
+        self.rtt_base = rng.uniform(rtt_lo, rtt_hi)
+        self.rtt_jitter = rng.uniform(jit_lo, jit_hi)
+        self.loss = rng.uniform(loss_lo, loss_hi)
+        self.link_sent = self.link_received = 0
 
     @property
     def in_call(self) -> bool:
@@ -143,6 +154,35 @@ class SimulatedPc:
         self.agent_rss = min(48 * MIB, max(32 * MIB, self.agent_rss + rng.gauss(0, 0.2 * MIB)))
         self.agent_cpu += dt * rng.uniform(0.0004, 0.0008)
 
+    def link_probe(self, interval: float) -> ProbeReport:
+        """One window of 1 Hz probing to the reflector, summarised by the agent's own maths."""
+        rng, target = self.rng, ("reflector", "udp-reflector")
+        sent = max(1, round(interval))
+        rtts = [self.rtt_base + abs(rng.gauss(0, self.rtt_jitter)) * (3 if self.in_call else 1)
+                for _ in range(sent) if rng.random() >= self.loss]
+        self.link_sent += sent
+        self.link_received += len(rtts)
+        metrics: dict[str, list[Row]] = {
+            "link_packets_sent_total": [(target, self.link_sent)],
+            "link_packets_received_total": [(target, self.link_received)],
+            "link_packets_duplicate_total": [(target, 0)],
+            "link_packets_reordered_total": [(target, 0)],
+            "link_target_resolved": [(("reflector",), 1)],
+        }
+        if rtts:
+            jitter = stats.rfc3550_jitter(rtts)
+            r = stats.r_factor(stats.quantiles(rtts)[0.5], jitter, 1 - len(rtts) / sent)
+            metrics["link_rtt_seconds"] = [((*target, str(q)), round(v, 6)) for q, v in
+                                           zip(("0", "0.5", "0.9", "0.99", "1"),
+                                               stats.quantiles(rtts).values(), strict=True)]
+            metrics["link_jitter_seconds"] = [
+                ((*target, "rfc3550"), round(jitter, 6)),
+                ((*target, "mean_abs_diff"),
+                 round(stats.mean_abs_diff(list(enumerate(rtts))) or 0.0, 6))]
+            metrics["link_r_factor"] = [(("reflector",), round(r, 2))]
+            metrics["link_mos"] = [(("reflector",), round(stats.mos(r), 3))]
+        return ProbeReport(True, interval * 0.001, interval, None, metrics)
+
     def probes(self, interval: float) -> dict[str, ProbeReport]:
         """One telemetry round, grouped by probe like the real agent's report."""
         hw, nic = self.hw, (self.hw.interface,)
@@ -187,6 +227,7 @@ class SimulatedPc:
                 "network_receive_drop_total": [(nic, self.rx_drop)],
                 "network_transmit_drop_total": [(nic, 0)],
             }),
+            "link": self.link_probe(interval),
             "agent": probe(0.0002, {
                 "agent_resident_memory_bytes": single(int(self.agent_rss)),
                 "agent_cpu_seconds_total": single(round(self.agent_cpu, 3)),

@@ -10,6 +10,7 @@ that dies is named with the tail of its log. Everything lives under --workdir (.
 from __future__ import annotations
 
 import argparse
+import secrets
 import shutil
 import signal
 import socket
@@ -44,6 +45,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--broker-port", type=int, help="default 1883 when free")
     parser.add_argument("--collector-port", type=int, help="default 9108 when free")
     parser.add_argument("--prometheus-port", type=int, help="default 9090 when free")
+    parser.add_argument("--reflector-port", type=int, help="UDP; default 8620 when free")
     parser.add_argument("--interval", type=float, default=10.0, help="telemetry seconds")
     parser.add_argument("--flaky", type=int, default=1,
                         help="simulated sites that drop offline now and then (default 1)")
@@ -105,6 +107,8 @@ class Demo:
         self.broker_port = pick_port(args.broker_port, 1883)
         self.collector_port = pick_port(args.collector_port, 9108)
         self.prometheus_port = pick_port(args.prometheus_port, 9090)
+        self.reflector_port = pick_port(args.reflector_port, 8620)  # UDP echo
+        self.reflector_tcp_port = pick_port(None, 8621)  # bandwidth tests
         self.parts: list[tuple[str, Process]] = []
 
     def start(self) -> None:
@@ -122,12 +126,24 @@ class Demo:
         wait_until(lambda: port_open(self.collector_port) or not collector.running, 30,
                    "the collector to serve /metrics")
         self._check_alive()
+        # The central site's reflector, which the real agent measures its link against.
+        key = work / "reflector.key"
+        key.write_text(secrets.token_hex(32) + "\n")
+        reflector_yaml = write_yaml(work / "reflector.yaml", {
+            "listen": "127.0.0.1", "udp_port": self.reflector_port,
+            "tcp_port": self.reflector_tcp_port, "key_file": str(key)})
+        self._start("bộ phản hồi / reflector", Process(
+            [console_script("bridgewatch-reflector"), "--config", str(reflector_yaml)],
+            work / "reflector.log"))
         site = self.real_site
         agent_yaml = write_yaml(work / "agent.yaml", {
             "site": site.id, "province": site.province, "prefix": PREFIX, "broker": broker_conf,
             "spool": {"path": str(work / "spool" / "agent.sqlite")},
             "interval_seconds": self.args.interval,
-            "recording_volume": str(work)})
+            "recording_volume": str(work),
+            "link": {"reflector": {"host": "127.0.0.1", "udp_port": self.reflector_port,
+                                   "tcp_port": self.reflector_tcp_port, "key_file": str(key)},
+                     "required_bandwidth_mbps": site.bandwidth_bits_per_second / 1e6}})
         (work / "spool").mkdir(exist_ok=True)
         agent = console_script("bridgewatch-agent")
         self._start(f"agent thật / real agent ({site.id})",

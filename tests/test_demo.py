@@ -51,7 +51,7 @@ def test_demo_shows_every_bridge_up_and_this_machine_real(tmp_path: Path) -> Non
             [sys.executable, "-m", "deploy.demo", "--seconds", str(RUN_SECONDS),
              "--workdir", str(tmp_path / "demo"), "--flaky", "0",
              "--broker-port", str(free_port()), "--collector-port", str(free_port()),
-             "--prometheus-port", str(prometheus_port)],
+             "--prometheus-port", str(prometheus_port), "--reflector-port", str(free_port())],
             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_until(lambda: sites_up(prometheus) == {s.id for s in sites}, RUN_SECONDS - 5,
@@ -59,6 +59,14 @@ def test_demo_shows_every_bridge_up_and_this_machine_real(tmp_path: Path) -> Non
         memory = query(prometheus, f'bridge_memory_total_bytes{{site="{real.id}"}}')
         assert len(memory) == 1
         assert float(memory[0]["value"][1]) == psutil.virtual_memory().total
+        # Link quality to the central reflector: measured for real by this machine's
+        # agent, simulated for the others.
+        wait_until(lambda: {r["metric"]["site"] for r in query(
+            prometheus, 'bridge_link_mos{target="reflector"}')} == {s.id for s in sites},
+            RUN_SECONDS - 5, "a MOS for every bridge", interval=1)
+        real_rtt = query(prometheus, f'bridge_link_rtt_seconds{{site="{real.id}",'
+                                     'method="udp-reflector",quantile="0.5"}')
+        assert len(real_rtt) == 1 and 0 < float(real_rtt[0]["value"][1]) < 0.1
         code = proc.wait(RUN_SECONDS + 30)
     finally:
         if proc.poll() is None:
