@@ -12,12 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from agent import wire
 from agent.broker import BrokerSettings
 from agent.link import bandwidth, udp
 from agent.spool import DEFAULT_MAX_AGE_SECONDS, DEFAULT_MAX_BYTES, DEFAULT_MAX_MESSAGES
+from agent.yamlfile import read_yaml
 
 DEFAULT_INTERVAL_SECONDS = 10.0
 # The interval bounds the wire accepts for a probe report.
@@ -112,11 +111,7 @@ class AgentConfig:
 def load_config(path: str | Path) -> AgentConfig:
     """Read and validate an agent YAML file; relative spool paths are next to the file."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path}: not valid YAML: {err}") from None
-    return parse_config(raw, base_dir=path.resolve().parent)
+    return parse_config(read_yaml(path), base_dir=path.resolve().parent)
 
 
 def parse_config(raw: Any, base_dir: Path) -> AgentConfig:

@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from agent.wire import is_slug
+from agent.yamlfile import read_yaml
 
 LEVELS = ("central", "member", "national")
 DEFAULT_BANDWIDTH_MBPS = {"central": 30.0, "member": 5.0, "national": 30.0}
@@ -108,9 +107,9 @@ def parse_inventory(raw: Any) -> Inventory:
 
 def load_inventory(path: str | Path) -> Inventory:
     try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise InventoryError(f"{path}: not valid YAML: {err}") from None
+        raw = read_yaml(path)
+    except ValueError as err:  # not valid YAML: an inventory error like any other
+        raise InventoryError(str(err)) from None
     try:
         return parse_inventory(raw)
     except InventoryError as err:

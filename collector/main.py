@@ -12,13 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from agent import broker, wire
+from agent.yamlfile import read_yaml
 
 from .http import CollectorServer
 from .ingest import Ingest
-from .inventory import InventoryError, load_inventory
+from .inventory import load_inventory
 from .state import FleetState
 
 log = logging.getLogger("bridgewatch.collector")
@@ -37,7 +36,7 @@ class CollectorConfig:
 
 
 def load_config(path: str | Path) -> CollectorConfig:
-    raw: Any = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    raw: Any = read_yaml(path)
     if not isinstance(raw, dict) or "inventory" not in raw:
         raise ValueError(f"{path}: needs at least 'inventory: <file>'")
     unknown = set(raw) - {"inventory", "prefix", "listen", "client_id", "broker", "shard"}
@@ -87,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config)
         inventory = load_inventory(config.inventory).shard(config.shard_index,
                                                            config.shard_count)
-    except (OSError, ValueError, InventoryError, yaml.YAMLError) as err:
+    except (OSError, ValueError) as err:  # InventoryError is a ValueError
         log.error("cannot start: %s", err)
         return 2
     state = FleetState(inventory, prefix=config.prefix)

@@ -49,9 +49,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from agent.link import bandwidth, kerneltime, packet, udp
+from agent.yamlfile import read_yaml
 
 log = logging.getLogger("bridgewatch.reflector")
 
@@ -124,10 +123,7 @@ def parse_allow(raw: Any) -> tuple[Network, ...] | None:
 def load_settings(path: str | Path) -> ReflectorSettings:
     """Read and validate ``reflector.yaml``; ``key_file`` is relative to the file."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path}: not valid YAML: {err}") from None
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: must be a mapping")
     unknown = sorted(str(k) for k in set(raw) - _KEYS)
