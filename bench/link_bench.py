@@ -47,10 +47,9 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-import yaml
 
 from deploy.localstack import MissingPrerequisite, Process, find_binary, wait_until
-from deploy.wan import SITE_GW, Wan, relay_accuracy
+from deploy.wan import SITE_GW, Wan, relay_accuracy, start_reflector
 
 UDP_PORT, TCP_PORT, SMOKEPING_PORT = 8620, 8621, 9374
 CPU_GOAL_PERCENT = 0.5
@@ -110,19 +109,6 @@ def mean_abs_diff(by_seq: dict[int, float]) -> float | None:
     """Mean |delta| over pairs of consecutive sequence numbers that both have a value."""
     diffs = [abs(by_seq[s + 1] - by_seq[s]) for s in by_seq if s + 1 in by_seq]
     return statistics.fmean(diffs) if diffs else None
-
-
-def start_reflector(wan: Wan, work: Path, key_file: Path) -> Process:
-    config = work / "reflector.yaml"
-    config.write_text(yaml.safe_dump({
-        "listen": "0.0.0.0", "udp_port": UDP_PORT, "tcp_port": TCP_PORT,
-        "key_file": str(key_file), "rate_limit_pps": 1000}))
-    proc = wan.run("central", [sys.executable, "-m", "collector.reflector", "--config",
-                               str(config)], work / "reflector.log")
-    wait_until(lambda: "listening" in proc.log() or not proc.running, 30, "the reflector")
-    if not proc.running:
-        raise RuntimeError(f"the reflector exited:\n{proc.log()}")
-    return proc
 
 
 def scrape(wan: Wan, host: str) -> tuple[float, dict[str, float]]:

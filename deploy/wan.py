@@ -59,7 +59,7 @@ from typing import IO, Any, Literal
 
 import psutil
 
-from deploy.localstack import MissingPrerequisite, Process, find_binary
+from deploy.localstack import MissingPrerequisite, Process, find_binary, wait_until
 
 Ns = Literal["site", "wan", "central"]
 Direction = Literal["up", "down"]
@@ -419,3 +419,19 @@ def relay_accuracy(entries: Sequence[dict[str, Any]]) -> dict[str, float]:
 
 def _quantile(ordered: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def start_reflector(wan: Wan, workdir: Path, key_file: Path, udp_port: int = 8620,
+                    tcp_port: int = 8621) -> Process:
+    """The real ``bridgewatch-reflector`` at the central site, started as an operator would."""
+    config = workdir / "reflector.yaml"
+    config.write_text(json.dumps({  # JSON is valid YAML
+        "listen": "0.0.0.0", "udp_port": udp_port, "tcp_port": tcp_port,
+        "key_file": str(key_file), "rate_limit_pps": 1000}))
+    process = wan.run("central", [sys.executable, "-m", "collector.reflector", "--config",
+                                  str(config)], workdir / "reflector.log")
+    wait_until(lambda: "listening" in process.log().lower() or not process.running, 30,
+               "the reflector to listen")
+    if not process.running:
+        raise RuntimeError(f"the reflector exited:\n{process.log()}")
+    return process

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deploy.localstack import Process, wait_until
-from deploy.wan import Wan
+from deploy.localstack import Process
+from deploy.wan import Wan, start_reflector
 from tests.conftest import require_binary, require_root
 
 pytestmark = pytest.mark.real
@@ -46,15 +46,7 @@ def key_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def reflector(wan: Wan, key_file: Path, tmp_path: Path) -> Iterator[Process]:
-    config = tmp_path / "reflector.yaml"
-    config.write_text(yaml.safe_dump({
-        "listen": "0.0.0.0", "udp_port": UDP_PORT, "tcp_port": TCP_PORT,
-        "key_file": str(key_file), "rate_limit_pps": 1000}))
-    process = wan.run("central", [sys.executable, "-m", "collector.reflector", "--config",
-                                  str(config)], tmp_path / "reflector.log")
-    wait_until(lambda: "listening" in process.log().lower() or not process.running, 20,
-               "the reflector to listen")
-    assert process.running, process.log()
+    process = start_reflector(wan, tmp_path, key_file, UDP_PORT, TCP_PORT)
     yield process
     process.stop()
 
