@@ -24,7 +24,8 @@ MIN_INTERVAL_SECONDS = 0.001
 MAX_INTERVAL_SECONDS = 86400.0
 
 _TOP_KEYS = {"site", "province", "prefix", "broker", "spool", "interval_seconds",
-             "recording_volume", "backup_volume", "probes", "link"}
+             "recording_volume", "backup_volume", "probes", "link", "devices", "storage",
+             "clock", "software", "ups", "network_gear", "session"}
 _SPOOL_KEYS = {"path", "max_messages", "max_age_seconds", "max_bytes"}
 _PROBE_KEYS = {"enabled", "interval_seconds"}
 _LINK_KEYS = {"reflector", "targets", "packet_interval_seconds", "connect_interval_seconds",
@@ -32,6 +33,19 @@ _LINK_KEYS = {"reflector", "targets", "packet_interval_seconds", "connect_interv
 _REFLECTOR_KEYS = {"host", "udp_port", "tcp_port", "key_file"}
 _TARGET_KEYS = {"name", "host", "method", "port"}
 LINK_METHODS = ("udp-reflector", "icmp", "tcp-connect")
+SNMP_VERSIONS = ("2c", "3")
+SNMP_AUTH_PROTOCOLS = ("md5", "sha", "sha224", "sha256", "sha384", "sha512")
+SNMP_PRIV_PROTOCOLS = ("des", "aes", "aes192", "aes256")
+UPS_MIBS = ("ups-mib", "apc")
+_STORAGE_KEYS = {"recording_bitrate_mbps", "backup_device"}
+_CLOCK_KEYS = {"server", "port", "max_offset_seconds", "timeout_seconds"}
+_SOFTWARE_KEYS = {"name", "processes", "version_file"}
+_SNMP_KEYS = {"host", "port", "version", "community", "user", "auth_protocol", "auth_key",
+              "priv_protocol", "priv_key", "timeout_seconds", "retries"}
+_NUT_KEYS = {"host", "port", "ups", "username", "password", "timeout_seconds"}
+_UPS_KEYS = {"name", "nut", "snmp", "mib"}
+_GEAR_KEYS = {"name", "snmp", "interfaces"}
+_SESSION_KEYS = {"length_seconds", "ups_margin_seconds"}
 REFLECTOR_TARGET = "reflector"
 DEFAULT_REFLECTOR_UDP_PORT = udp.DEFAULT_PORT
 DEFAULT_REFLECTOR_TCP_PORT = bandwidth.DEFAULT_PORT
@@ -95,6 +109,96 @@ class LinkConfig:
 
 
 @dataclass(frozen=True)
+class DeviceExpectation:
+    """Devices of one kind the room must have: a count, optionally each named.
+
+    ``names`` are case-insensitive substrings; each must match a different device, so
+    ``["HDMI", "HDMI"]`` asks for two connected HDMI outputs.
+    """
+
+    kind: str  # one of wire.DEVICE_KINDS
+    count: int
+    names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """How recording space is judged: the session recording's bitrate, the backup disk."""
+
+    recording_bitrate_mbps: float = 4.0  # 1080p H.264 of the whole session
+    backup_device: str | None = None  # e.g. /dev/disk/by-label/BW-BACKUP: plugged in?
+
+
+@dataclass(frozen=True)
+class ClockConfig:
+    server: str
+    port: int = 123
+    max_offset_seconds: float = 0.5
+    timeout_seconds: float = 2.0
+
+
+@dataclass(frozen=True)
+class SoftwareConfig:
+    """One conference client: its label and the process names it runs as."""
+
+    name: str  # slug, the ``name`` label
+    processes: tuple[str, ...]  # matched case-insensitively, ".exe" optional
+    version_file: str | None = None  # a file whose first line is the version, if any
+
+
+@dataclass(frozen=True)
+class SnmpTarget:
+    host: str
+    port: int = 161
+    version: str = "2c"  # "2c" or "3"
+    community: str | None = None  # v2c
+    user: str | None = None  # v3 (USM)
+    auth_protocol: str | None = None  # one of SNMP_AUTH_PROTOCOLS
+    auth_key: str | None = None
+    priv_protocol: str | None = None  # one of SNMP_PRIV_PROTOCOLS
+    priv_key: str | None = None
+    timeout_seconds: float = 2.0
+    retries: int = 1
+
+
+@dataclass(frozen=True)
+class NutTarget:
+    host: str
+    ups: str  # the UPS's name on that upsd
+    port: int = 3493
+    username: str | None = None
+    password: str | None = None
+    timeout_seconds: float = 3.0
+
+
+@dataclass(frozen=True)
+class UpsConfig:
+    """One UPS, read either over NUT or over SNMP (UPS-MIB or APC PowerNet)."""
+
+    name: str  # slug, the ``ups`` label
+    nut: NutTarget | None = None
+    snmp: SnmpTarget | None = None
+    mib: str = "ups-mib"  # for snmp: one of UPS_MIBS
+
+
+@dataclass(frozen=True)
+class NetworkGearConfig:
+    """A router or switch whose uplink interfaces are watched over SNMP IF-MIB."""
+
+    name: str  # slug, the ``device`` label
+    snmp: SnmpTarget
+    interfaces: tuple[str, ...] = ()  # ifName or ifDescr; empty: every interface
+
+
+@dataclass(frozen=True)
+class SessionPlan:
+    """The session the site plans for until the schedule says otherwise."""
+
+    length_seconds: float = 4 * 3600.0
+    ups_margin_seconds: float = 900.0
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     site: str
     province: str
@@ -106,6 +210,13 @@ class AgentConfig:
     backup_volume: str | None = None
     probes: dict[str, ProbeSetting] = field(default_factory=dict)
     link: LinkConfig | None = None
+    devices: tuple[DeviceExpectation, ...] = ()
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    clock: ClockConfig | None = None
+    software: tuple[SoftwareConfig, ...] = ()
+    ups: tuple[UpsConfig, ...] = ()
+    network_gear: tuple[NetworkGearConfig, ...] = ()
+    session: SessionPlan = field(default_factory=SessionPlan)
 
 
 def load_config(path: str | Path) -> AgentConfig:
@@ -140,6 +251,13 @@ def parse_config(raw: Any, base_dir: Path) -> AgentConfig:
         probes=_probes(_mapping(raw.get("probes"), "probes", optional=True)),
         link=None if raw.get("link") is None else _link(_mapping(raw["link"], "link"),
                                                         base_dir),
+        devices=_devices(_mapping(raw.get("devices"), "devices", optional=True)),
+        storage=_storage(_mapping(raw.get("storage"), "storage", optional=True)),
+        clock=None if raw.get("clock") is None else _clock(_mapping(raw["clock"], "clock")),
+        software=_named_list(raw, "software", _software),
+        ups=_named_list(raw, "ups", _ups),
+        network_gear=_named_list(raw, "network_gear", _network_gear),
+        session=_session(_mapping(raw.get("session"), "session", optional=True)),
     )
     # Imported here: the probe registry imports this module for its types.
     from agent.probes import enabled_probes
@@ -259,10 +377,11 @@ def _host(raw: dict[str, Any], where: str) -> str:
 
 
 def _bounded(raw: dict[str, Any], key: str, default: float, lowest: float,
-             highest: float) -> float:
-    value = _number(raw.get(key, default), f"link.{key}")
+             highest: float, where: str = "link.") -> float:
+    value = _number(raw.get(key, default), f"{where}{key}")
     if not lowest <= value <= highest:
-        raise ValueError(f"link.{key} must be between {lowest:g} and {highest:g}, got {value!r}")
+        raise ValueError(f"{where}{key} must be between {lowest:g} and {highest:g}, "
+                         f"got {value!r}")
     return value
 
 
@@ -328,3 +447,175 @@ def _target(body: Any, index: int, reflector: ReflectorEndpoint | None) -> LinkT
     else:  # icmp: a port, if given, is where to fall back to tcp-connect
         port = _port(body, "port", where)
     return LinkTarget(name, host, method, port)
+
+
+def _text(raw: dict[str, Any], key: str, where: str, required: bool = False) -> str | None:
+    """An optional (or required) non-empty one-line string."""
+    value = raw.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value or any(c in value for c in "\r\n\0"):
+        raise ValueError(f"{where}{key} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _named_list(raw: dict[str, Any], key: str, parse: Any) -> tuple[Any, ...]:
+    """A list of mappings each with a unique slug ``name``, parsed by ``parse(body, where)``."""
+    items = raw.get(key, [])
+    if items is None:
+        return ()
+    if not isinstance(items, list):
+        raise ValueError(f"{key} must be a list")
+    parsed = tuple(parse(_mapping(body, f"{key}[{i}]"), f"{key}[{i}].")
+                   for i, body in enumerate(items))
+    names = [item.name for item in parsed]
+    duplicate = next((n for n in names if names.count(n) > 1), None)
+    if duplicate is not None:
+        raise ValueError(f"{key}: name {duplicate!r} is used twice")
+    return parsed
+
+
+def _name(body: dict[str, Any], where: str) -> str:
+    name = body.get("name")
+    if not wire.is_slug(name):
+        raise ValueError(f"{where}name {name!r} is not a slug (lowercase letters, digits, '-')")
+    return name
+
+
+def _devices(raw: dict[str, Any]) -> tuple[DeviceExpectation, ...]:
+    _no_unknown(raw, set(wire.DEVICE_KINDS), "devices.")
+    out = []
+    for kind in wire.DEVICE_KINDS:
+        value = raw.get(kind)
+        if value is None:
+            continue
+        if isinstance(value, list):
+            if not value or not all(isinstance(n, str) and n.strip() for n in value):
+                raise ValueError(f"devices.{kind} must be a count or a list of device names")
+            out.append(DeviceExpectation(kind, len(value), tuple(n.strip() for n in value)))
+        elif isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 64:
+            out.append(DeviceExpectation(kind, value))
+        else:
+            raise ValueError(f"devices.{kind} must be a count (0-64) or a list of device "
+                             f"names, got {value!r}")
+    return tuple(out)
+
+
+def _storage(raw: dict[str, Any]) -> StorageConfig:
+    _no_unknown(raw, _STORAGE_KEYS, "storage.")
+    return StorageConfig(
+        recording_bitrate_mbps=_bounded(raw, "recording_bitrate_mbps", 4.0, 0.01, 1000.0,
+                                        "storage."),
+        backup_device=_text(raw, "backup_device", "storage."),
+    )
+
+
+def _clock(raw: dict[str, Any]) -> ClockConfig:
+    _no_unknown(raw, _CLOCK_KEYS, "clock.")
+    return ClockConfig(
+        server=_host({"host": raw.get("server")}, "clock.server: "),
+        port=_port(raw, "port", "clock.") or 123,
+        max_offset_seconds=_bounded(raw, "max_offset_seconds", 0.5, 0.001, 3600.0, "clock."),
+        timeout_seconds=_bounded(raw, "timeout_seconds", 2.0, 0.05, 30.0, "clock."),
+    )
+
+
+def _software(body: dict[str, Any], where: str) -> SoftwareConfig:
+    _no_unknown(body, _SOFTWARE_KEYS, where)
+    processes = body.get("processes")
+    if isinstance(processes, str):
+        processes = [processes]
+    if (not isinstance(processes, list) or not processes
+            or not all(isinstance(p, str) and p.strip() for p in processes)):
+        raise ValueError(f"{where}processes must be a process name or a list of them")
+    return SoftwareConfig(_name(body, where), tuple(p.strip() for p in processes),
+                          _text(body, "version_file", where))
+
+
+def _snmp(raw: Any, where: str) -> SnmpTarget:
+    body = _mapping(raw, where.rstrip("."))
+    _no_unknown(body, _SNMP_KEYS, where)
+    version = str(body.get("version", "2c"))
+    if version not in SNMP_VERSIONS:
+        raise ValueError(f"{where}version must be 2c or 3, got {body.get('version')!r}")
+    target = SnmpTarget(
+        host=_host(body, where),
+        port=_port(body, "port", where) or 161,
+        version=version,
+        community=_text(body, "community", where),
+        user=_text(body, "user", where),
+        auth_protocol=_text(body, "auth_protocol", where),
+        auth_key=_text(body, "auth_key", where),
+        priv_protocol=_text(body, "priv_protocol", where),
+        priv_key=_text(body, "priv_key", where),
+        timeout_seconds=_bounded(body, "timeout_seconds", 2.0, 0.05, 60.0, where),
+        retries=int(_bounded(body, "retries", 1, 0, 5, where)),
+    )
+    if version == "2c" and target.community is None:
+        raise ValueError(f"{where}community is required for SNMP v2c")
+    if version == "3":
+        if target.user is None:
+            raise ValueError(f"{where}user is required for SNMP v3")
+        for kind, choices in (("auth", SNMP_AUTH_PROTOCOLS), ("priv", SNMP_PRIV_PROTOCOLS)):
+            protocol = getattr(target, f"{kind}_protocol")
+            key = getattr(target, f"{kind}_key")
+            if protocol is not None and protocol not in choices:
+                raise ValueError(f"{where}{kind}_protocol must be one of {', '.join(choices)}, "
+                                 f"got {protocol!r}")
+            if (protocol is None) != (key is None):
+                raise ValueError(f"{where}{kind}_protocol and {kind}_key go together")
+            if key is not None and len(key) < 8:
+                raise ValueError(f"{where}{kind}_key must be at least 8 characters (RFC 3414)")
+        if target.priv_protocol is not None and target.auth_protocol is None:
+            raise ValueError(f"{where}privacy needs authentication (auth_protocol)")
+    return target
+
+
+def _nut(raw: Any, where: str) -> NutTarget:
+    body = _mapping(raw, where.rstrip("."))
+    _no_unknown(body, _NUT_KEYS, where)
+    ups = _text(body, "ups", where, required=True)
+    assert ups is not None
+    if any(c.isspace() or c == '"' for c in ups):
+        raise ValueError(f"{where}ups must be a UPS name as upsd knows it, got {ups!r}")
+    username = _text(body, "username", where)
+    password = _text(body, "password", where)
+    if (username is None) != (password is None):
+        raise ValueError(f"{where}username and password go together")
+    return NutTarget(host=_host(body, where), ups=ups, port=_port(body, "port", where) or 3493,
+                     username=username, password=password,
+                     timeout_seconds=_bounded(body, "timeout_seconds", 3.0, 0.05, 60.0, where))
+
+
+def _ups(body: dict[str, Any], where: str) -> UpsConfig:
+    _no_unknown(body, _UPS_KEYS, where)
+    name = _name(body, where)
+    if (body.get("nut") is None) == (body.get("snmp") is None):
+        raise ValueError(f"{where[:-1]}: give exactly one of nut or snmp")
+    mib = body.get("mib", "ups-mib")
+    if mib not in UPS_MIBS:
+        raise ValueError(f"{where}mib must be one of {', '.join(UPS_MIBS)}, got {mib!r}")
+    if body.get("nut") is not None:
+        if "mib" in body:
+            raise ValueError(f"{where}mib is for snmp only")
+        return UpsConfig(name, nut=_nut(body["nut"], f"{where}nut."))
+    return UpsConfig(name, snmp=_snmp(body["snmp"], f"{where}snmp."), mib=mib)
+
+
+def _network_gear(body: dict[str, Any], where: str) -> NetworkGearConfig:
+    _no_unknown(body, _GEAR_KEYS, where)
+    interfaces = body.get("interfaces", [])
+    if (not isinstance(interfaces, list)
+            or not all(isinstance(i, str) and i for i in interfaces)):
+        raise ValueError(f"{where}interfaces must be a list of interface names")
+    return NetworkGearConfig(_name(body, where), _snmp(body.get("snmp"), f"{where}snmp."),
+                             tuple(interfaces))
+
+
+def _session(raw: dict[str, Any]) -> SessionPlan:
+    _no_unknown(raw, _SESSION_KEYS, "session.")
+    return SessionPlan(
+        length_seconds=_bounded(raw, "length_seconds", 4 * 3600.0, 60.0, 86400.0, "session."),
+        ups_margin_seconds=_bounded(raw, "ups_margin_seconds", 900.0, 0.0, 86400.0,
+                                    "session."),
+    )

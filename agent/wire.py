@@ -156,6 +156,75 @@ CATALOGUE: dict[str, MetricSpec] = {
               "target", "direction"),
         _spec("link_bandwidth_test_timestamp_seconds", "gauge",
               "Unix time of the last bandwidth test.", "target"),
+        # AV devices of the room. kind: camera | microphone | speaker | display.
+        _spec("device_present", "gauge",
+              "1 per device found; 0 for an expected (named) device that is missing.",
+              "kind", "name"),
+        _spec("device_count", "gauge", "Devices of this kind found.", "kind"),
+        _spec("device_expected", "gauge", "Devices of this kind the site must have.", "kind"),
+        # Recording storage: role is recording | backup.
+        _spec("volume_mounted", "gauge", "1 when the configured volume is mounted.", "role"),
+        _spec("volume_device_present", "gauge",
+              "1 when the configured disk device (e.g. the USB backup disk) is plugged in.",
+              "role"),
+        _spec("recording_seconds_left", "gauge",
+              "Recording time the recording volume still holds at the configured bitrate."),
+        _spec("recording_bitrate_bits_per_second", "gauge",
+              "Configured bitrate of a session recording."),
+        _spec("planned_session_seconds", "gauge",
+              "Session length the site plans for (configuration; the schedule may differ)."),
+        # Clock against the configured NTP server (SNTP): offset = server - local.
+        _spec("clock_offset_seconds", "gauge", "Offset of the server's clock from the PC's.",
+              "server"),
+        _spec("clock_round_trip_seconds", "gauge", "SNTP query round-trip time.", "server"),
+        _spec("clock_server_stratum", "gauge", "Stratum the NTP server announced.", "server"),
+        _spec("clock_offset_limit_seconds", "gauge", "Largest offset allowed (configuration)."),
+        # Conference software: name is the configured label.
+        _spec("software_running", "gauge", "1 when a process of the software runs.", "name"),
+        _spec("software_processes", "gauge", "Processes of the software running.", "name"),
+        _spec("software_version_info", "gauge", "Version of the software, when known.",
+              "name", "version"),
+        # UPS, read over NUT or SNMP (source: nut | snmp-ups-mib | snmp-apc).
+        _spec("ups_info", "gauge", "1 per UPS, with where it is read from and its model.",
+              "ups", "source", "model"),
+        _spec("ups_status_flag", "gauge",
+              "NUT-style ups.status flags (OL, OB, LB, ...): 1 when set.", "ups", "flag"),
+        _spec("ups_power_state", "gauge",
+              "Normalized power state, one-hot: mains | battery | low_battery | unknown.",
+              "ups", "state"),
+        _spec("ups_battery_charge_ratio", "gauge", "Battery charge (0-1).", "ups"),
+        _spec("ups_runtime_seconds", "gauge", "Estimated runtime on battery.", "ups"),
+        _spec("ups_load_ratio", "gauge", "Output load (0-1 of nominal).", "ups"),
+        _spec("ups_input_voltage_volts", "gauge", "Input (mains) voltage.", "ups"),
+        _spec("ups_input_frequency_hertz", "gauge", "Input (mains) frequency.", "ups"),
+        _spec("ups_output_voltage_volts", "gauge", "Output voltage.", "ups"),
+        _spec("ups_self_test_passed", "gauge",
+              "Result of the last self-test: 1 passed, 0 failed (absent when none known).",
+              "ups"),
+        _spec("ups_alarms", "gauge", "Alarms the UPS reports as active.", "ups"),
+        _spec("ups_runtime_required_seconds", "gauge",
+              "Runtime a session needs: planned session length plus margin (configuration)."),
+        # Network equipment of the site (router / switch uplink) over SNMP IF-MIB.
+        _spec("netgear_uptime_seconds", "gauge", "Time since the device's agent started.",
+              "device"),
+        _spec("netgear_interface_up", "gauge", "1 when ifOperStatus is up.",
+              "device", "interface"),
+        _spec("netgear_interface_admin_up", "gauge", "1 when ifAdminStatus is up.",
+              "device", "interface"),
+        _spec("netgear_interface_speed_bits_per_second", "gauge", "Interface speed.",
+              "device", "interface"),
+        _spec("netgear_interface_receive_bytes_total", "counter", "Octets received.",
+              "device", "interface"),
+        _spec("netgear_interface_transmit_bytes_total", "counter", "Octets sent.",
+              "device", "interface"),
+        _spec("netgear_interface_receive_errors_total", "counter", "Inbound errors.",
+              "device", "interface"),
+        _spec("netgear_interface_transmit_errors_total", "counter", "Outbound errors.",
+              "device", "interface"),
+        _spec("netgear_interface_receive_discards_total", "counter", "Inbound discards.",
+              "device", "interface"),
+        _spec("netgear_interface_transmit_discards_total", "counter", "Outbound discards.",
+              "device", "interface"),
         _spec("agent_resident_memory_bytes", "gauge", "Agent resident memory."),
         _spec("agent_cpu_seconds_total", "counter", "Agent CPU time (user + system)."),
         _spec("agent_spool_messages", "gauge", "Messages waiting in the agent's spool."),
@@ -170,6 +239,14 @@ CATALOGUE: dict[str, MetricSpec] = {
 
 # The roles a filesystem may play in a bridge room (filesystem ``role`` label).
 FILESYSTEM_ROLES = ("recording", "backup", "system", "other")
+
+# AV device kinds (``kind`` label of the device families).
+DEVICE_KINDS = ("camera", "microphone", "speaker", "display")
+# Normalized power states (``state`` label of ups_power_state), and the status flags
+# (``flag`` label of ups_status_flag, NUT's vocabulary, which the SNMP readers map onto).
+POWER_STATES = ("mains", "battery", "low_battery", "unknown")
+UPS_FLAGS = ("OL", "OB", "LB", "HB", "RB", "CHRG", "DISCHRG", "BYPASS", "CAL", "OFF",
+             "OVER", "TRIM", "BOOST", "FSD", "ALARM")
 
 STATE_VALUES = ("online", "offline")
 

@@ -8,8 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(mosquitto mosquitto-clients prometheus python3-venv openssl iproute2 nftables
+          nut-server snmpsim chrony
           prometheus-smokeping-prober)
-SERVICES=(mosquitto prometheus prometheus-smokeping-prober)
+SERVICES=(mosquitto prometheus prometheus-smokeping-prober nut-server nut-monitor chrony)
 VENV=.venv
 STAMP=$VENV/.bootstrap-pyproject
 

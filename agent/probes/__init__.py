@@ -15,6 +15,8 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -29,7 +31,17 @@ if TYPE_CHECKING:
 
 Metrics = dict[str, list[wire.Row]]
 
-MODULES = ("cpu", "memory", "load", "uptime", "disk", "network", "agent_self", "link")
+MODULES = ("cpu", "memory", "load", "uptime", "disk", "network", "agent_self", "link",
+           "devices", "storage", "clock", "software", "ups", "netgear")
+
+
+def run_command(argv: list[str], timeout: float) -> str:
+    """Run a command and return its stdout; raises on a non-zero exit or a timeout."""
+    done = subprocess.run(argv, capture_output=True, timeout=timeout, check=False)
+    if done.returncode != 0:
+        err = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise RuntimeError(f"{argv[0]} exited {done.returncode}: {err[-1] if err else ''}")
+    return done.stdout.decode("utf-8", "replace")
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -43,6 +55,9 @@ class ProbeContext:
     clock: Callable[[], float] = time.time
     process: Any = None  # psutil.Process of the agent; defaults to this process
     spool_stats: Callable[[], tuple[int, int, int]] | None = None
+    fs_root: str = "/"  # where /sys, /proc and /dev are read from (a fixture tree in tests)
+    platform: str = sys.platform  # "linux" or "win32": which device readers apply
+    run_command: Callable[[list[str], float], str] = run_command  # argv, timeout -> stdout
 
     def __post_init__(self) -> None:
         if self.process is None:
@@ -54,6 +69,8 @@ class Probe:
     name: str
     collect: Callable[[ProbeContext], Metrics]
     default_enabled: bool = True
+    # A probe of an optional config section (a UPS, the clock): off while it is absent.
+    needs: Callable[[AgentConfig], bool] | None = None
 
 
 class ProbePartial(Exception):
@@ -69,16 +86,21 @@ REGISTRY: dict[str, Probe] = {}
 _PROBE_CHECK = wire.Telemetry("probe", "check", 1, 1, 1, 0.0, {})
 
 
-def register(name: str, default_enabled: bool = True) -> Callable[
+def register(name: str, default_enabled: bool = True,
+             needs: Callable[[AgentConfig], bool] | None = None) -> Callable[
         [Callable[[ProbeContext], Metrics]], Callable[[ProbeContext], Metrics]]:
-    """Add a probe function to the registry under a slug name (the wire's probe key)."""
+    """Add a probe function to the registry under a slug name (the wire's probe key).
+
+    ``needs(config)`` says whether the configuration gives the probe anything to do; when it
+    does not, the probe is off unless ``probes.<name>.enabled`` turns it on explicitly.
+    """
     if not wire.is_slug(name):
         raise ValueError(f"probe name {name!r} is not a slug")
 
     def decorate(fn: Callable[[ProbeContext], Metrics]) -> Callable[[ProbeContext], Metrics]:
         if name in REGISTRY:
             raise ValueError(f"probe {name!r} registered twice")
-        REGISTRY[name] = Probe(name, fn, default_enabled)
+        REGISTRY[name] = Probe(name, fn, default_enabled, needs)
         return fn
 
     return decorate
@@ -97,7 +119,7 @@ def enabled_probes(config: AgentConfig) -> dict[str, float]:
     out: dict[str, float] = {}
     for name, probe in sorted(REGISTRY.items()):
         setting = config.probes.get(name)
-        enabled = probe.default_enabled
+        enabled = probe.default_enabled and (probe.needs is None or probe.needs(config))
         interval = config.interval_seconds
         if setting is not None:
             enabled = enabled if setting.enabled is None else setting.enabled
