@@ -194,7 +194,7 @@ class NetworkGearConfig:
 class SessionPlan:
     """The session the site plans for until the schedule says otherwise."""
 
-    length_seconds: float = 4 * 3600.0
+    length_seconds: float = 3 * 3600.0  # a morning's reception session
     ups_margin_seconds: float = 900.0
 
 
@@ -615,7 +615,8 @@ def _network_gear(body: dict[str, Any], where: str) -> NetworkGearConfig:
 def _session(raw: dict[str, Any]) -> SessionPlan:
     _no_unknown(raw, _SESSION_KEYS, "session.")
     return SessionPlan(
-        length_seconds=_bounded(raw, "length_seconds", 4 * 3600.0, 60.0, 86400.0, "session."),
-        ups_margin_seconds=_bounded(raw, "ups_margin_seconds", 900.0, 0.0, 86400.0,
-                                    "session."),
+        length_seconds=_bounded(raw, "length_seconds", SessionPlan.length_seconds, 60.0,
+                                86400.0, "session."),
+        ups_margin_seconds=_bounded(raw, "ups_margin_seconds", SessionPlan.ups_margin_seconds,
+                                    0.0, 86400.0, "session."),
     )

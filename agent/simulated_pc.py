@@ -14,6 +14,7 @@ import random
 from dataclasses import dataclass
 
 from agent.link import stats
+from agent.simulated_room import SimulatedRoom
 from agent.wire import ProbeReport, Row
 
 GB = 10**9
@@ -27,6 +28,8 @@ CPU_MODES = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "stea
 MEAN_SECONDS_BETWEEN_CALLS = 600.0
 CALL_SECONDS = (300.0, 1200.0)
 RECORDING_BITS_PER_SECOND = 4e6  # 1080p H.264 of the whole session
+# The room's equipment changes slowly: its probes run every 6th round (a minute at 10 s).
+ROOM_EVERY_ROUNDS = 6
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,11 @@ class SimulatedPc:
         self.rtt_jitter = rng.uniform(jit_lo, jit_hi)
         self.loss = rng.uniform(loss_lo, loss_hi)
         self.link_sent = self.link_received = 0
+        self.room = SimulatedRoom(level, rng)
+        # Like the real agent, the first message has every probe; after that, sites take
+        # turns so the bigger room messages do not all come in the same round.
+        self.rounds_to_room = 0
+        self.room_rounds_first_gap = rng.randint(1, ROOM_EVERY_ROUNDS)
 
     @property
     def in_call(self) -> bool:
@@ -153,6 +161,7 @@ class SimulatedPc:
             self.rx_drop += rng.randint(1, 3)
         self.agent_rss = min(48 * MIB, max(32 * MIB, self.agent_rss + rng.gauss(0, 0.2 * MIB)))
         self.agent_cpu += dt * rng.uniform(0.0004, 0.0008)
+        self.room.advance(dt, in_call)
 
     def link_probe(self, interval: float) -> ProbeReport:
         """One window of 1 Hz probing to the reflector, summarised by the agent's own maths."""
@@ -194,6 +203,13 @@ class SimulatedPc:
         def single(value: float) -> list[Row]:
             return [((), value)]
 
+        room: dict[str, ProbeReport] = {}
+        if self.rounds_to_room == 0:
+            room = self.room.reports(interval * ROOM_EVERY_ROUNDS, self.fs_avail["recording"],
+                                     self.in_call)
+            self.rounds_to_room = self.room_rounds_first_gap or ROOM_EVERY_ROUNDS
+            self.room_rounds_first_gap = 0
+        self.rounds_to_room -= 1
         fs = [((mount, role), self.fs_size[role]) for mount, role in MOUNTS]
         fs_avail = [((mount, role), int(self.fs_avail[role])) for mount, role in MOUNTS]
         return {
@@ -235,4 +251,5 @@ class SimulatedPc:
                 "agent_spool_bytes": single(0),
                 "agent_spool_dropped_total": single(0),
             }),
+            **room,
         }

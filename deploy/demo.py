@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from collector.inventory import Site, load_inventory
+from deploy.chrony import Chrony
 from deploy.localstack import (
     MissingPrerequisite,
     Mosquitto,
@@ -31,6 +32,7 @@ from deploy.localstack import (
     wait_until,
 )
 from deploy.localstack import free_port as any_free_port
+from deploy.nut import ONLINE, Upsd
 
 INVENTORY = Path(__file__).with_name("demo-inventory.yaml")
 PREFIX = "bridgewatch"
@@ -110,6 +112,7 @@ class Demo:
         self.reflector_port = pick_port(args.reflector_port, 8620)  # UDP echo
         self.reflector_tcp_port = pick_port(None, 8621)  # bandwidth tests
         self.parts: list[tuple[str, Process]] = []
+        self.upsd: Upsd | None = None
 
     def start(self) -> None:
         work = self.workdir
@@ -135,12 +138,22 @@ class Demo:
         self._start("bộ phản hồi / reflector", Process(
             [console_script("bridgewatch-reflector"), "--config", str(reflector_yaml)],
             work / "reflector.log"))
+        # The real agent's room: a UPS behind a real NUT server and the province's NTP
+        # server (here a local chronyd), read exactly as on a commune PC.
+        self.upsd = Upsd(work / "nut", {"santak": ONLINE})
+        self.upsd.start()
+        self.parts.extend(("UPS (NUT upsd)", p) for p in self.upsd.processes)
+        ntp = Chrony(work / "chrony")
+        self._start("NTP (chronyd)", ntp)
         site = self.real_site
         agent_yaml = write_yaml(work / "agent.yaml", {
             "site": site.id, "province": site.province, "prefix": PREFIX, "broker": broker_conf,
             "spool": {"path": str(work / "spool" / "agent.sqlite")},
             "interval_seconds": self.args.interval,
             "recording_volume": str(work),
+            "ups": [{"name": "ups-1", "nut": {"host": self.upsd.host, "port": self.upsd.port,
+                                              "ups": "santak"}}],
+            "clock": {"server": "127.0.0.1", "port": ntp.port},
             "link": {"reflector": {"host": "127.0.0.1", "udp_port": self.reflector_port,
                                    "tcp_port": self.reflector_tcp_port, "key_file": str(key)},
                      "required_bandwidth_mbps": site.bandwidth_bits_per_second / 1e6}})
@@ -197,6 +210,8 @@ class Demo:
     def stop(self) -> None:
         for _, part in reversed(self.parts):
             part.stop()
+        if self.upsd is not None:
+            self.upsd.stop()  # and its private state directory
 
 
 class ChildDied(RuntimeError):

@@ -32,9 +32,11 @@ def find_binary(name: str, *extra_dirs: str) -> str:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+def free_port(udp: bool = False, host: str = "127.0.0.1") -> int:
+    """A TCP (or UDP) port on ``host`` that nobody is bound to right now."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 

@@ -17,9 +17,9 @@ from deploy.localstack import MissingPrerequisite, Mosquitto, find_binary
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def require_binary(name: str) -> str:
+def require_binary(name: str, *extra_dirs: str) -> str:
     try:
-        return find_binary(name)
+        return find_binary(name, *extra_dirs)
     except MissingPrerequisite as err:
         if IN_CI:
             pytest.fail(f"prerequisite missing in CI: {err}")

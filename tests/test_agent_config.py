@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -27,9 +28,11 @@ def test_defaults(tmp_path: Path) -> None:
     assert config.interval_seconds == 10.0
     assert config.broker.port == 1883
     assert config.recording_volume is None and config.backup_volume is None
+    # Probes of optional sections (link, ups, clock, ...) stay off while those are absent.
+    # Devices change slowly: read once a minute unless configured otherwise.
     assert enabled_probes(config) == {
-        n: 10.0 for n in ("agent", "cpu", "disk", "link", "load", "memory", "network",
-                          "uptime")}
+        **{n: 10.0 for n in ("agent", "cpu", "disk", "load", "memory", "network", "uptime")},
+        "devices": 60.0}
 
 
 def test_overrides(tmp_path: Path) -> None:
@@ -50,6 +53,80 @@ probes:
     assert config.recording_volume == "/srv/rec"
     probes = enabled_probes(config)
     assert probes["disk"] == 60.0 and probes["cpu"] == 5.0 and "load" not in probes
+
+
+def test_room_sections(tmp_path: Path) -> None:
+    """Devices, storage, clock, software, UPSes, network gear and the session plan."""
+    config = load_config(write(tmp_path, MINIMAL + """
+recording_volume: /srv/recordings/bw
+backup_volume: /media/backup/bw
+devices: {camera: 1, microphone: 1, speaker: 1, display: [HDMI, HDMI]}
+storage: {recording_bitrate_mbps: 6, backup_device: /dev/disk/by-label/BW-BACKUP}
+clock: {server: ntp.dongthap.gov.vn, max_offset_seconds: 0.25}
+software: [{name: vconf, processes: [vconf, VConf.exe], version_file: /opt/vconf/VERSION}]
+ups:
+  - {name: ups-1, nut: {host: 127.0.0.1, ups: santak, username: mon, password: secret}}
+  - {name: ups-2, snmp: {host: 10.0.0.5, community: public}, mib: apc}
+  - name: ups-3
+    snmp: {host: 10.0.0.6, version: 3, user: bw, auth_protocol: sha, auth_key: authkey123,
+           priv_protocol: aes, priv_key: privkey123}
+network_gear: [{name: router, snmp: {host: 10.0.0.1, community: public},
+                interfaces: [ge-0/0/0]}]
+session: {length_seconds: 7200, ups_margin_seconds: 600}
+"""))
+    assert [(d.kind, d.count, d.names) for d in config.devices] == [
+        ("camera", 1, ()), ("microphone", 1, ()), ("speaker", 1, ()),
+        ("display", 2, ("HDMI", "HDMI"))]
+    assert config.storage.recording_bitrate_mbps == 6.0
+    assert config.clock is not None and config.clock.max_offset_seconds == 0.25
+    assert config.software[0].processes == ("vconf", "VConf.exe")
+    assert [u.name for u in config.ups] == ["ups-1", "ups-2", "ups-3"]
+    assert config.ups[0].nut is not None and config.ups[0].nut.port == 3493
+    assert config.ups[1].mib == "apc" and config.ups[1].snmp is not None
+    assert config.ups[2].snmp is not None and config.ups[2].snmp.version == "3"
+    assert config.network_gear[0].interfaces == ("ge-0/0/0",)
+    assert (config.session.length_seconds, config.session.ups_margin_seconds) == (7200, 600)
+    intervals = enabled_probes(config)
+    assert {n: intervals[n] for n in ("devices", "storage", "clock", "software", "ups",
+                                      "netgear")} == {
+        "devices": 60.0, "storage": 60.0, "clock": 60.0, "software": 30.0, "ups": 10.0,
+        "netgear": 30.0}
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("devices: {webcam: 1}\n", "unknown key devices.webcam"),
+    ("devices: {camera: -1}\n", "devices.camera must be a count"),
+    ("devices: {camera: []}\n", "devices.camera must be a count or a list"),
+    ("storage: {recording_bitrate_mbps: 0}\n", "storage.recording_bitrate_mbps must be"),
+    ("clock: {port: 123}\n", "host is required"),
+    ("clock: {server: ntp, max_offset_seconds: x}\n", "clock.max_offset_seconds must be"),
+    ("software: [{name: vconf}]\n", "software[0].processes must be"),
+    ("software: [{name: Zoom App, processes: zoom}]\n", "software[0].name 'Zoom App'"),
+    ("ups: [{name: u, nut: {host: h}}]\n", "ups[0].nut.ups must be"),
+    ("ups: [{name: u}]\n", "give exactly one of nut or snmp"),
+    ("ups: [{name: u, nut: {host: h, ups: a}, snmp: {host: h, community: c}}]\n",
+     "give exactly one of nut or snmp"),
+    ("ups: [{name: u, nut: {host: h, ups: a, username: x}}]\n", "username and password go"),
+    ("ups: [{name: u, nut: {host: h, ups: a}}, {name: u, nut: {host: h, ups: b}}]\n",
+     "name 'u' is used twice"),
+    ("ups: [{name: u, snmp: {host: h}}]\n", "community is required for SNMP v2c"),
+    ("ups: [{name: u, snmp: {host: h, community: c}, mib: eaton}]\n", "mib must be one of"),
+    ("ups: [{name: u, snmp: {host: h, version: 1, community: c}}]\n", "version must be 2c or 3"),
+    ("ups: [{name: u, snmp: {host: h, version: 3}}]\n", "user is required for SNMP v3"),
+    ("ups: [{name: u, snmp: {host: h, version: 3, user: x, auth_protocol: sha, "
+     "auth_key: short}}]\n", "auth_key must be at least 8"),
+    ("ups: [{name: u, snmp: {host: h, version: 3, user: x, priv_protocol: aes, "
+     "priv_key: longenough}}]\n", "privacy needs authentication"),
+    ("ups: [{name: u, snmp: {host: h, version: 3, user: x, auth_protocol: sha1, "
+     "auth_key: longenough}}]\n", "auth_protocol must be one of"),
+    ("network_gear: [{name: r, snmp: {host: h, community: c}, interfaces: eth0}]\n",
+     "interfaces must be a list"),
+    ("session: {length_seconds: 10}\n", "session.length_seconds must be between"),
+    ("session: {lenght_seconds: 7200}\n", "unknown key session.lenght_seconds"),
+])
+def test_room_section_errors_name_the_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_config(write(tmp_path, MINIMAL + text))
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -74,7 +151,7 @@ probes:
     ("site: [unclosed\n", "not valid YAML"),
     (MINIMAL + "probes: {" + ", ".join(
         f"{n}: {{enabled: false}}" for n in
-        ("agent", "cpu", "disk", "link", "load", "memory", "network", "uptime")) + "}\n",
+        ("agent", "cpu", "devices", "disk", "load", "memory", "network", "uptime")) + "}\n",
      "every probe is disabled"),
 ])
 def test_errors_name_the_key(tmp_path: Path, text: str, message: str) -> None:

@@ -67,6 +67,15 @@ def test_demo_shows_every_bridge_up_and_this_machine_real(tmp_path: Path) -> Non
         real_rtt = query(prometheus, f'bridge_link_rtt_seconds{{site="{real.id}",'
                                      'method="udp-reflector",quantile="0.5"}')
         assert len(real_rtt) == 1 and 0 < float(real_rtt[0]["value"][1]) < 0.1
+        # The room: this machine's UPS is read from the demo's real upsd (on mains), its
+        # clock from the demo's chronyd; the simulated rooms report the same families.
+        wait_until(lambda: {r["metric"]["site"] for r in query(
+            prometheus, 'bridge_ups_power_state == 1')} == {s.id for s in sites},
+            RUN_SECONDS - 5, "a power state for every bridge", interval=1)
+        power = query(prometheus, f'bridge_ups_power_state{{site="{real.id}"}} == 1')
+        assert [r["metric"]["state"] for r in power] == ["mains"]
+        offset = query(prometheus, f'bridge_clock_offset_seconds{{site="{real.id}"}}')
+        assert len(offset) == 1 and abs(float(offset[0]["value"][1])) < 0.5
         code = proc.wait(RUN_SECONDS + 30)
     finally:
         if proc.poll() is None:

@@ -71,6 +71,9 @@ class Probe:
     default_enabled: bool = True
     # A probe of an optional config section (a UPS, the clock): off while it is absent.
     needs: Callable[[AgentConfig], bool] | None = None
+    # Slow-changing things (devices, the clock) need not be read every round: by default
+    # such a probe runs at most this often (``probes.<name>.interval_seconds`` overrides).
+    default_interval: float = 0.0
 
 
 class ProbePartial(Exception):
@@ -87,7 +90,8 @@ _PROBE_CHECK = wire.Telemetry("probe", "check", 1, 1, 1, 0.0, {})
 
 
 def register(name: str, default_enabled: bool = True,
-             needs: Callable[[AgentConfig], bool] | None = None) -> Callable[
+             needs: Callable[[AgentConfig], bool] | None = None,
+             default_interval: float = 0.0) -> Callable[
         [Callable[[ProbeContext], Metrics]], Callable[[ProbeContext], Metrics]]:
     """Add a probe function to the registry under a slug name (the wire's probe key).
 
@@ -100,7 +104,7 @@ def register(name: str, default_enabled: bool = True,
     def decorate(fn: Callable[[ProbeContext], Metrics]) -> Callable[[ProbeContext], Metrics]:
         if name in REGISTRY:
             raise ValueError(f"probe {name!r} registered twice")
-        REGISTRY[name] = Probe(name, fn, default_enabled, needs)
+        REGISTRY[name] = Probe(name, fn, default_enabled, needs, default_interval)
         return fn
 
     return decorate
@@ -120,7 +124,7 @@ def enabled_probes(config: AgentConfig) -> dict[str, float]:
     for name, probe in sorted(REGISTRY.items()):
         setting = config.probes.get(name)
         enabled = probe.default_enabled and (probe.needs is None or probe.needs(config))
-        interval = config.interval_seconds
+        interval = max(config.interval_seconds, probe.default_interval)
         if setting is not None:
             enabled = enabled if setting.enabled is None else setting.enabled
             interval = interval if setting.interval_seconds is None else setting.interval_seconds

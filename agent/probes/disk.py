@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 
 from agent import wire
-from agent.probes import Metrics, ProbeContext, ProbePartial, label, register
+from agent.probes import Metrics, ProbeContext, label, register
 
 
 def _is_system(mountpoint: str) -> bool:
@@ -43,7 +43,6 @@ def collect(ctx: ProbeContext) -> Metrics:
     for part in ctx.ps.disk_partitions(all=False):
         roles.setdefault(part.mountpoint, "system" if _is_system(part.mountpoint) else "other")
     known = {os.path.normcase(mp): mp for mp in roles}
-    errors: list[str] = []
     # Later wins: recording over backup when both live on one filesystem.
     for role, path in (("backup", ctx.config.backup_volume),
                        ("recording", ctx.config.recording_volume)):
@@ -51,8 +50,7 @@ def collect(ctx: ProbeContext) -> Metrics:
             continue
         mountpoint = mount_of(path)
         if mountpoint is None:
-            errors.append(f"{role} volume {path} not mounted")
-            continue
+            continue  # the storage probe names it
         # A network or virtual filesystem is not among the physical ones: add it.
         roles[known.get(os.path.normcase(mountpoint), mountpoint)] = role
     size: list[wire.Row] = []
@@ -60,15 +58,9 @@ def collect(ctx: ProbeContext) -> Metrics:
     for mountpoint, role in sorted(roles.items()):
         try:
             usage = ctx.ps.disk_usage(mountpoint)
-        except OSError as err:
-            # An empty card reader or DVD drive is not a fault; a configured volume is.
-            if role in ("recording", "backup"):
-                errors.append(f"{role} volume {mountpoint} unreadable: {err}")
-            continue
+        except OSError:
+            continue  # an empty card reader or DVD drive; the storage probe judges the room's
         labels = (label(mountpoint), role)
         size.append((labels, float(usage.total)))
         avail.append((labels, float(usage.free)))
-    metrics: Metrics = {"filesystem_size_bytes": size, "filesystem_avail_bytes": avail}
-    if errors:
-        raise ProbePartial(metrics, "; ".join(errors))
-    return metrics
+    return {"filesystem_size_bytes": size, "filesystem_avail_bytes": avail}

@@ -181,11 +181,11 @@ def _bandwidth_rows(config: AgentConfig, metrics: Metrics) -> str | None:
     return None
 
 
-@register("link")
+@register("link", needs=lambda config: config.link is not None)
 def collect(ctx: ProbeContext) -> Metrics:
     link = ctx.config.link
     if link is None:
-        return {}
+        return {}  # enabled by hand without a link section: nothing to measure
     metrics, errors = session(link).collect()
     error = _bandwidth_rows(ctx.config, metrics)
     if error is not None:

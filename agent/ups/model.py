@@ -59,6 +59,30 @@ def runtime_sufficient(reading: UpsReading, required_seconds: float) -> bool:
     return reading.runtime_seconds >= required_seconds
 
 
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+
+
+def assess(reading: UpsReading, required_seconds: float) -> str | None:
+    """What a technician must hear about this UPS, or None when it is ready."""
+    problems = []
+    state = reading.power_state
+    if state != "mains":
+        problems.append({"battery": "on battery", "low_battery": "on battery, LOW BATTERY",
+                         "unknown": "power state unknown"}[state])
+    if reading.runtime_seconds is None:
+        problems.append("runtime not reported")
+    elif not runtime_sufficient(reading, required_seconds):
+        problems.append(f"runtime {_duration(reading.runtime_seconds)} < "
+                        f"{_duration(required_seconds)} needed")
+    if reading.self_test_passed is False:
+        problems.append("self-test failed")
+    if reading.alarms:
+        problems.append(f"{reading.alarms} alarm(s)")
+    return f"{reading.name}: {', '.join(problems)}" if problems else None
+
+
 def rows(readings: list[UpsReading]) -> Rows:
     """The wire rows of several UPSes (each family only when some UPS has a value)."""
     out: Rows = {"ups_info": [], "ups_status_flag": [], "ups_power_state": []}
