@@ -28,6 +28,7 @@ from agent.probes import (
 )
 from agent.probes.disk import mount_of
 from agent.spool import Spool
+from deploy.localstack import free_port
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
@@ -274,15 +275,20 @@ def test_oversized_telemetry_sheds_the_biggest_probe(tmp_path: Path) -> None:
 
 def test_sample_command_prints_a_valid_message(tmp_path: Path) -> None:
     config = tmp_path / "agent.yaml"
+    # Bad parts of the room: a backup volume not mounted, a UPS whose upsd is not there.
     config.write_text("site: hn-01\nprovince: ha-noi\nspool: {path: spool.db}\n"
-                      f"backup_volume: {tmp_path / 'absent'}\n")
+                      f"backup_volume: {tmp_path / 'absent'}\n"
+                      "ups: [{name: ups-1, nut: {host: 127.0.0.1, ups: santak, "
+                      f"port: {free_port()}, timeout_seconds: 1}}}}]\n")
     done = subprocess.run([sys.executable, "-m", "agent.main", "sample", "--config", str(config)],
                           capture_output=True, timeout=60, check=False)
     assert done.returncode == 1, done.stderr  # the missing backup volume fails storage
     message = wire.decode(done.stdout.strip(), wire.Kind.TELEMETRY, now=time.time())
     assert isinstance(message, wire.Telemetry)
     assert set(message.probes) == set(enabled_probes(load_config(config)))
-    assert "storage" in message.probes and "ups" not in message.probes  # no UPS configured
     assert not message.probes["storage"].ok and message.probes["cpu"].ok
+    ups = message.probes["ups"]
+    assert not ups.ok and ups.error is not None and ups.error.startswith("ups-1: ")
+    assert "netgear" not in message.probes  # not configured, not sent
     assert b"backup volume" in done.stderr
     assert not (tmp_path / "spool.db").exists()  # sample neither spools nor sends
