@@ -25,7 +25,7 @@ MAX_INTERVAL_SECONDS = 86400.0
 
 _TOP_KEYS = {"site", "province", "prefix", "broker", "spool", "interval_seconds",
              "recording_volume", "backup_volume", "probes", "link", "devices", "storage",
-             "clock", "software", "ups", "network_gear", "session"}
+             "clock", "software", "ups", "network_gear", "session", "readiness"}
 _SPOOL_KEYS = {"path", "max_messages", "max_age_seconds", "max_bytes"}
 _PROBE_KEYS = {"enabled", "interval_seconds"}
 _LINK_KEYS = {"reflector", "targets", "packet_interval_seconds", "connect_interval_seconds",
@@ -46,6 +46,8 @@ _NUT_KEYS = {"host", "port", "ups", "username", "password", "timeout_seconds"}
 _UPS_KEYS = {"name", "nut", "snmp", "mib"}
 _GEAR_KEYS = {"name", "snmp", "interfaces"}
 _SESSION_KEYS = {"length_seconds", "ups_margin_seconds"}
+_READINESS_KEYS = {"max_rtt_ms", "max_jitter_ms", "max_loss_percent", "min_mos", "link_seconds",
+                   "link_packets_per_second", "bandwidth_seconds"}
 REFLECTOR_TARGET = "reflector"
 DEFAULT_REFLECTOR_UDP_PORT = udp.DEFAULT_PORT
 DEFAULT_REFLECTOR_TCP_PORT = bandwidth.DEFAULT_PORT
@@ -199,6 +201,27 @@ class SessionPlan:
 
 
 @dataclass(frozen=True)
+class ReadinessConfig:
+    """Limits of the full readiness test (``bridgewatch-agent check``, ``run_test``).
+
+    The usual video-conference limits: RTT, jitter (RFC 3550) and loss as ITU-T G.114 and
+    the platforms' own guidance give them; MOS 3.6 is R = 70 of the G.107 E-model, the
+    lower edge of G.109's "medium" quality, below which many users are dissatisfied.
+    The bandwidth requirement is ``link.required_bandwidth_mbps`` (the site's level).
+    """
+
+    max_rtt_ms: float = 150.0  # median round-trip time to the reflector
+    max_jitter_ms: float = 30.0  # RFC 3550 interarrival jitter on RTTs
+    max_loss_percent: float = 1.0  # loss must stay *below* this
+    min_mos: float = 3.6
+    link_seconds: float = 10.0  # length of the probe burst to the reflector
+    # The reflector answers at most 50 packets/s per source (its rate limit), and the
+    # agent's own link probe shares that budget.
+    link_packets_per_second: float = 20.0
+    bandwidth_seconds: float = bandwidth.DEFAULT_SECONDS  # per direction
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     site: str
     province: str
@@ -217,6 +240,7 @@ class AgentConfig:
     ups: tuple[UpsConfig, ...] = ()
     network_gear: tuple[NetworkGearConfig, ...] = ()
     session: SessionPlan = field(default_factory=SessionPlan)
+    readiness: ReadinessConfig = field(default_factory=ReadinessConfig)
 
 
 def load_config(path: str | Path) -> AgentConfig:
@@ -258,6 +282,7 @@ def parse_config(raw: Any, base_dir: Path) -> AgentConfig:
         ups=_named_list(raw, "ups", _ups),
         network_gear=_named_list(raw, "network_gear", _network_gear),
         session=_session(_mapping(raw.get("session"), "session", optional=True)),
+        readiness=_readiness(_mapping(raw.get("readiness"), "readiness", optional=True)),
     )
     # Imported here: the probe registry imports this module for its types.
     from agent.probes import enabled_probes
@@ -619,4 +644,22 @@ def _session(raw: dict[str, Any]) -> SessionPlan:
                                 86400.0, "session."),
         ups_margin_seconds=_bounded(raw, "ups_margin_seconds", SessionPlan.ups_margin_seconds,
                                     0.0, 86400.0, "session."),
+    )
+
+
+def _readiness(raw: dict[str, Any]) -> ReadinessConfig:
+    _no_unknown(raw, _READINESS_KEYS, "readiness.")
+    d = ReadinessConfig
+
+    def bounded(key: str, lowest: float, highest: float) -> float:
+        return _bounded(raw, key, getattr(d, key), lowest, highest, "readiness.")
+
+    return ReadinessConfig(
+        max_rtt_ms=bounded("max_rtt_ms", 1.0, 10_000.0),
+        max_jitter_ms=bounded("max_jitter_ms", 0.1, 10_000.0),
+        max_loss_percent=bounded("max_loss_percent", 0.01, 100.0),
+        min_mos=bounded("min_mos", 1.0, 4.5),
+        link_seconds=bounded("link_seconds", 1.0, 120.0),
+        link_packets_per_second=bounded("link_packets_per_second", 1.0, 40.0),
+        bandwidth_seconds=bounded("bandwidth_seconds", 0.5, 60.0),
     )

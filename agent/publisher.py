@@ -22,6 +22,7 @@ import platform
 import socket
 import threading
 import time
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 import paho.mqtt.client as mqtt
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 DEFAULT_WINDOW = 64
 REFUSAL_BACKOFF_MIN_SECONDS = 1.0
 REFUSAL_BACKOFF_MAX_SECONDS = 60.0
+
+CommandHandler = Callable[[wire.Command], None]
 
 
 _paho = logging.getLogger("agent.paho")
@@ -60,8 +63,12 @@ class Publisher:
     """Spool -> broker, plus state and commands. ``start()``, ``wake()``, ``stop()``."""
 
     def __init__(self, config: AgentConfig, spool: Spool, window: int = DEFAULT_WINDOW,
-                 drain_seconds: float = 5.0) -> None:
+                 drain_seconds: float = 5.0,
+                 handlers: Mapping[str, CommandHandler] | None = None) -> None:
         self.config = config
+        # Command name -> hook, called on paho's thread: it must return at once (hand the
+        # work to a thread of its own) and raise ValueError for bad args.
+        self.handlers = dict(handlers or {})
         self.spool = spool
         self.window = window
         self.drain_seconds = drain_seconds
@@ -113,7 +120,9 @@ class Publisher:
     def stop(self) -> None:
         """Let in-flight rows drain briefly, publish offline (retained), then disconnect."""
         with self._cond:
-            self._cond.wait_for(lambda: not self._connected or self.spool.stats()[0] == 0,
+            # Asks the spool's table, not its cached count: another process (a technician's
+            # ``check``) may have appended rows this one never counted.
+            self._cond.wait_for(lambda: not self._connected or not self.spool.pending(0, 1),
                                 self.drain_seconds)
             self._stopping = True
             connected = self._connected
@@ -191,9 +200,24 @@ class Publisher:
         elif command.command == "ping":
             self.counters["commands_ping"] += 1
             log.info("ping command (seq %d) received", command.seq)
+        elif command.command in self.handlers:
+            self._dispatch(command)
         else:
             self.counters["commands_unknown"] += 1
             log.warning("unknown command %r ignored", command.command)
+
+    def _dispatch(self, command: wire.Command) -> None:
+        """Hand a command to its hook; bad args are counted and logged, never fatal."""
+        try:
+            self.handlers[command.command](command)
+        except ValueError as err:
+            self.counters["commands_bad_args"] += 1
+            log.warning("command %s (seq %d) refused: %s", command.command, command.seq, err)
+        except Exception:
+            self.counters["commands_failed"] += 1
+            log.exception("command %s (seq %d) failed", command.command, command.seq)
+        else:
+            self.counters[f"commands_{command.command.replace('-', '_')}"] += 1
 
     def _reject_command(self, why: str) -> None:
         self.counters["commands_rejected"] += 1

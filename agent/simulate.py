@@ -85,8 +85,10 @@ class SimulatedSite:
         self.backoff = settings.reconnect_min_seconds
         self.publish_at = now + rng.uniform(0, self.interval)  # spread sites over the interval
         self.flip_at: float | None = None
+        self.tests: list[tuple[float, wire.Command]] = []  # ordered tests: (due, order)
         self.client = make_client(settings, site.id)
         self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
         self.client.on_disconnect = self._on_disconnect
         connect_async(self.client, settings)
 
@@ -114,7 +116,9 @@ class SimulatedSite:
             self.publish_at += self.interval
             if self.publish_at < now:  # the loop fell behind: skip, do not burst
                 self.publish_at = now + self.interval
-        due = [self.publish_at]
+        if self.tests and now >= self.tests[0][0] and self.client.is_connected():
+            self._publish_test(self.tests.pop(0)[1])
+        due = [self.publish_at, *(at for at, _ in self.tests[:1])]
         if self.want_online and self.client.socket() is None:
             due.append(self.retry_at)
         if self.flip_at is not None:
@@ -155,6 +159,37 @@ class SimulatedSite:
             return  # the broker closes the socket; _on_disconnect schedules the retry
         self.backoff = self.settings.reconnect_min_seconds
         client.publish(self.topic(wire.Kind.STATE), self._state("online"), qos=1, retain=True)
+        client.subscribe(self.topic(wire.Kind.CMD), qos=1)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any,
+                    message: mqtt.MQTTMessage) -> None:
+        """A test order from the collector: answered after the time a real test takes."""
+        try:
+            command = wire.decode(message.payload, wire.Kind.CMD, now=time.time())
+        except wire.WireError as err:
+            log.warning("%s: bad command: %s", self.site.id, err)
+            return
+        assert isinstance(command, wire.Command)
+        test_id = command.args.get("test_id")
+        if command.command != "run-test" or not isinstance(test_id, str) or any(
+                test_id == c.args["test_id"] for _, c in self.tests):
+            return
+        self.tests.append((time.monotonic() + self.rng.uniform(15, 30), command))
+        self.wake(self, self.tests[0][0])
+
+    def _publish_test(self, order: wire.Command) -> None:
+        self.seq += 1
+        session = order.args.get("session_seconds")
+        criteria = self.pc.readiness_test(session if isinstance(session, (int, float))
+                                          else None)
+        message = wire.TestResult(
+            self.site.province, self.site.id, self.epoch, self.seq, floor=self.seq,
+            ts=time.time(), test_id=str(order.args["test_id"]),
+            trigger=str(order.args.get("trigger", "schedule")),
+            passed=all(c.ok for c in criteria), criteria=criteria)
+        payload = wire.encode(message)
+        wire.decode(payload, wire.Kind.TEST, now=time.time())
+        self.client.publish(self.topic(wire.Kind.TEST), payload, qos=1)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any,
                        reason: ReasonCode, properties: Any) -> None:

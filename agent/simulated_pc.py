@@ -14,8 +14,9 @@ import random
 from dataclasses import dataclass
 
 from agent.link import stats
-from agent.simulated_room import SimulatedRoom
-from agent.wire import ProbeReport, Row
+from agent.readiness.criteria import DeviceFacts, Facts, Limits, judge
+from agent.simulated_room import PLAN, SimulatedRoom
+from agent.wire import Criterion, ProbeReport, Row
 
 GB = 10**9
 GIB = 2**30
@@ -57,7 +58,7 @@ MOUNTS = (("/", "system"), ("/srv/recordings", "recording"), ("/media/backup", "
 # A commune's line is longer and busier than the province's own LAN to the reflector.
 LINK = {"central": ((0.002, 0.006), (0.0003, 0.001), (0.0, 0.001)),
         "national": ((0.015, 0.030), (0.001, 0.004), (0.0, 0.005)),
-        "member": ((0.020, 0.070), (0.002, 0.015), (0.0, 0.02))}
+        "member": ((0.020, 0.070), (0.002, 0.015), (0.0, 0.003))}
 
 
 def _formatted(disk_bytes: int) -> int:
@@ -191,6 +192,31 @@ class SimulatedPc:
             metrics["link_r_factor"] = [(("reflector",), round(r, 2))]
             metrics["link_mos"] = [(("reflector",), round(stats.mos(r), 3))]
         return ProbeReport(True, interval * 0.001, interval, None, metrics)
+
+    def readiness_test(self, session_seconds: float | None) -> tuple[Criterion, ...]:
+        """The full test a technician's agent would run now, judged by the agent's code."""
+        rng, room = self.rng, self.room
+        rtts = [self.rtt_base + abs(rng.gauss(0, self.rtt_jitter)) for _ in range(200)]
+        received = [r for r in rtts if rng.random() >= self.loss]
+        loss = 1 - len(received) / len(rtts)
+        jitter = stats.rfc3550_jitter(received) if len(received) > 1 else 0.0
+        median = stats.quantiles(received)[0.5] if received else 1.0
+        # Lines are bought with headroom over the requirement; a bad day (1 in 10) is not.
+        share = rng.uniform(0.35, 0.7) if rng.random() < 0.1 else rng.uniform(1.0, 1.4)
+        inventory, expected = room.devices()
+        facts = Facts(
+            rtt_median=median, jitter=jitter, loss_ratio=loss,
+            mos=stats.mos(stats.r_factor(median, jitter, loss)),
+            bandwidth_up=self.link * share, bandwidth_down=self.link * share * 1.05,
+            devices={e.kind: DeviceFacts(sum(d.kind == e.kind for d in inventory.devices),
+                                         e.count) for e in expected},
+            ups={"ups-1": room.ups()},
+            recording_seconds_left=self.fs_avail["recording"] * 8 / 4e6,
+            backup_present=not room.faults.backup_unplugged,
+            clock_offset=room.offset, software={"vconf": True})
+        limits = Limits(min_bandwidth_bps=self.link, session_seconds=session_seconds
+                        or PLAN.length_seconds, ups_margin_seconds=PLAN.ups_margin_seconds)
+        return tuple(j.criterion for j in judge(facts, limits))
 
     def probes(self, interval: float) -> dict[str, ProbeReport]:
         """One telemetry round, grouped by probe like the real agent's report."""

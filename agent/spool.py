@@ -53,6 +53,7 @@ class Spool:
         self._db = self._open()
         self.epoch = self._meta("epoch")
         self._recount()
+        self._data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
 
     # -- opening -------------------------------------------------------------------------
 
@@ -136,6 +137,7 @@ class Spool:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
             try:
+                self._sync()
                 seq = self._meta("next_seq")
                 oldest = db.execute("SELECT min(seq) FROM messages").fetchone()[0]
                 payload = build(seq, seq if oldest is None else oldest)
@@ -194,6 +196,7 @@ class Spool:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
             try:
+                self._sync()
                 for seq in seqs:
                     row = db.execute("SELECT length(payload) FROM messages WHERE seq = ?",
                                      (seq,)).fetchone()
@@ -211,6 +214,15 @@ class Spool:
         self._messages, self._bytes = self._db.execute(
             "SELECT count(*), coalesce(sum(length(payload)), 0) FROM messages").fetchone()
 
+    def _sync(self) -> None:
+        """Recount when another process wrote to the spool (``bridgewatch-agent check``
+        adds its result beside the running agent): SQLite's data_version moves only for
+        commits made by other connections, so the cached counts stay cheap otherwise."""
+        version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._data_version:
+            self._data_version = version
+            self._recount()
+
     def last_seq(self) -> int:
         """The newest seq ever allocated in this epoch (0 before the first message)."""
         with self._lock:
@@ -225,6 +237,7 @@ class Spool:
     def stats(self) -> tuple[int, int, int]:
         """(messages, payload bytes, dropped_total) right now."""
         with self._lock:
+            self._sync()
             return self._messages, self._bytes, self._meta("dropped_total")
 
     def close(self) -> None:

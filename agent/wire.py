@@ -66,6 +66,10 @@ class Reason(str, Enum):
     UNKNOWN_METRIC = "unknown_metric"
     BAD_LABEL = "bad_label"
     OLD_EPOCH = "old_epoch"
+    # Test results the readiness service refuses (the payload itself is valid).
+    UNKNOWN_SESSION = "unknown_session"
+    NOT_IN_SESSION = "not_in_session"
+    UNKNOWN_TRIGGER = "unknown_trigger"
 
 
 class WireError(ValueError):

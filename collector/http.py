@@ -1,7 +1,8 @@
-"""The collector's HTTP surface: ``/metrics`` for Prometheus and ``/healthz``.
+"""The collector's HTTP surface: ``/metrics`` for Prometheus, ``/healthz``, and the API.
 
 ``/healthz`` is a few bytes of JSON (connected to the broker, messages taken in, sites up)
-for a liveness check that must not cost a 20 MB scrape.
+for a liveness check that must not cost a 20 MB scrape. ``/api/`` and ``/report/`` go to
+``collector.api`` when the readiness service runs.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import generate_latest
 
+from .api import MAX_BODY_BYTES, Api, Response
 from .exposition import CONTENT_TYPE
 from .state import FleetState
 
@@ -37,6 +39,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
+        if self._api("GET", path):
+            return
         if path == "/metrics":
             self._send(200, CONTENT_TYPE, metrics_parts(self.server.state))
         elif path == "/healthz":
@@ -46,9 +50,42 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, "text/plain; charset=utf-8", [b"not found: try /metrics\n"])
 
-    def _send(self, status: int, content_type: str, parts: list[bytes]) -> None:
+    def do_POST(self) -> None:
+        if not self._api("POST", self.path.split("?", 1)[0]):
+            self._send(404, "text/plain; charset=utf-8", [b"not found\n"])
+
+    def do_DELETE(self) -> None:
+        if not self._api("DELETE", self.path.split("?", 1)[0]):
+            self._send(404, "text/plain; charset=utf-8", [b"not found\n"])
+
+    def _api(self, method: str, path: str) -> bool:
+        """Serve an API or report request; False when the path is not theirs."""
+        api = self.server.api
+        if api is None or not path.startswith(("/api/", "/report/")):
+            return False
+        length = self.headers.get("Content-Length")
+        body = b""
+        if length is not None:
+            if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+                self.close_connection = True  # the unread body must not be taken as a request
+                self._reply(Response(413, b'{"error": "body too large or bad length"}\n'))
+                return True
+            body = self.rfile.read(int(length))
+        elif method == "POST":
+            self._reply(Response(411, b'{"error": "Content-Length required"}\n'))
+            return True
+        self._reply(api.handle(method, self.path, self.headers, body))
+        return True
+
+    def _reply(self, response: Response) -> None:
+        self._send(response.status, response.content_type, [response.body], response.headers)
+
+    def _send(self, status: int, content_type: str, parts: list[bytes],
+              headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Length", str(sum(map(len, parts))))
         self.end_headers()
         for i in range(0, len(parts), SEND_PIECE_PARTS):
@@ -61,6 +98,8 @@ class Handler(BaseHTTPRequestHandler):
 class CollectorServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], state: FleetState) -> None:
+    def __init__(self, address: tuple[str, int], state: FleetState,
+                 api: Api | None = None) -> None:
         super().__init__(address, Handler)
         self.state = state
+        self.api = api

@@ -1,4 +1,9 @@
-"""``bridgewatch-collector``: subscribe, keep fleet state, serve /metrics."""
+"""``bridgewatch-collector``: subscribe, keep fleet state, serve /metrics and the API.
+
+    bridgewatch-collector --config collector.yaml           # the service
+    bridgewatch-collector schedule check|import|list ...    # the schedule (see --help)
+    bridgewatch-collector report --config collector.yaml --session ID [--out DIR]
+"""
 
 from __future__ import annotations
 
@@ -15,9 +20,18 @@ from typing import Any
 from agent import broker, wire
 from agent.yamlfile import read_yaml
 
+from .api import Api
+from .apitokens import ApiTokens
+from .commands import CommandSender
 from .http import CollectorServer
 from .ingest import Ingest
-from .inventory import load_inventory
+from .inventory import Inventory, load_inventory
+from .readiness.config import ReadinessConfig, parse_readiness
+from .readiness.metrics import ReadinessCollector
+from .readiness.service import ReadinessService
+from .readiness.store import Store
+from .report import write_report
+from .schedule import import_file
 from .state import FleetState
 
 log = logging.getLogger("bridgewatch.collector")
@@ -33,13 +47,15 @@ class CollectorConfig:
     broker: broker.BrokerSettings = field(default_factory=broker.BrokerSettings)
     shard_index: int = 0
     shard_count: int = 1  # >1: this process owns only its share of the sites (see Scale)
+    readiness: ReadinessConfig | None = None  # sessions, tests, verdicts; off without it
 
 
 def load_config(path: str | Path) -> CollectorConfig:
     raw: Any = read_yaml(path)
     if not isinstance(raw, dict) or "inventory" not in raw:
         raise ValueError(f"{path}: needs at least 'inventory: <file>'")
-    unknown = set(raw) - {"inventory", "prefix", "listen", "client_id", "broker", "shard"}
+    unknown = set(raw) - {"inventory", "prefix", "listen", "client_id", "broker", "shard",
+                          "readiness"}
     if unknown:
         raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
     host, _, port = str(raw.get("listen", "127.0.0.1:9108")).rpartition(":")
@@ -60,6 +76,8 @@ def load_config(path: str | Path) -> CollectorConfig:
         broker=broker.BrokerSettings.from_dict(raw.get("broker")),
         shard_index=int(index),
         shard_count=int(count),
+        readiness=None if raw.get("readiness") is None else parse_readiness(
+            raw["readiness"], Path(path).resolve().parent),
     )
 
 
@@ -75,7 +93,59 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 50, 100)
 
 
+def start_readiness(config: CollectorConfig, inventory: Inventory, state: FleetState,
+                    ) -> tuple[ReadinessService, Api] | None:
+    """Open the store, import the configured schedule, hook results and metrics in."""
+    readiness = config.readiness
+    if readiness is None:
+        return None
+    store = Store(readiness.database)
+    if readiness.schedule is not None:
+        # Sessions already over are skipped, not refused: the file outlives them.
+        result = import_file(store, readiness.schedule, inventory, past="skip")
+        for issue in result.issues:
+            (log.error if issue.severity == "error" else log.warning)("%s", issue.format())
+        if not result.ok:
+            raise ValueError(f"{readiness.schedule}: not imported (errors above)")
+    sender = CommandSender(config.broker, f"{config.client_id}-cmd", config.prefix)
+    service = ReadinessService(store, readiness, inventory, state, sender)
+    state.on_test = service.on_test
+    state.metrics.registry.register(ReadinessCollector(service.snapshot))
+    return service, Api(service, ApiTokens.load(readiness.api_tokens_file))
+
+
+def report_main(argv: list[str]) -> int:
+    """Write one session's biên bản (HTML and CSV) from the collector's store."""
+    parser = argparse.ArgumentParser(prog="bridgewatch-collector report")
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--session", required=True)
+    parser.add_argument("--out", default=".", help="directory for the HTML and CSV files")
+    parser.add_argument("--lang", choices=("vi", "en"), default="vi")
+    args = parser.parse_args(argv)
+    config = load_config(args.config)
+    if config.readiness is None:
+        print("collector.yaml has no readiness section", file=sys.stderr)
+        return 2
+    inventory = load_inventory(config.inventory)
+    service = ReadinessService(Store(config.readiness.database), config.readiness, inventory,
+                               FleetState(inventory, prefix=config.prefix), None)
+    data = service.report(args.session)
+    if data is None:
+        print(f"không có phiên / no session {args.session}", file=sys.stderr)
+        return 1
+    for path in write_report(data, Path(args.out), args.lang):
+        print(path)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["schedule"]:
+        from .schedule.cli import main as schedule_main
+
+        return schedule_main(argv[1:])
+    if argv[:1] == ["report"]:
+        return report_main(argv[1:])
     parser = argparse.ArgumentParser(prog="bridgewatch-collector", description=__doc__)
     parser.add_argument("--config", required=True, help="collector YAML file")
     parser.add_argument("--log-level", default="INFO")
@@ -90,7 +160,13 @@ def main(argv: list[str] | None = None) -> int:
         log.error("cannot start: %s", err)
         return 2
     state = FleetState(inventory, prefix=config.prefix)
-    server = CollectorServer((config.listen_host, config.listen_port), state)
+    try:
+        readiness = start_readiness(config, inventory, state)
+    except (OSError, ValueError) as err:
+        log.error("cannot start: %s", err)
+        return 2
+    server = CollectorServer((config.listen_host, config.listen_port), state,
+                             readiness[1] if readiness else None)
     ingest = Ingest(state, config.broker, client_id=config.client_id,
                     per_site=config.shard_count > 1)
     stopping = threading.Event()
@@ -102,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, stop)
     tune_gc()
     ingest.start()
+    if readiness is not None:
+        readiness[0].sender.start()  # type: ignore[union-attr]
+        threading.Thread(target=readiness[0].run, name="readiness", daemon=True).start()
     threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
     log.info("collector up: %d sites, /metrics on http://%s:%d/metrics", len(inventory.sites),
              config.listen_host, config.listen_port)
@@ -109,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     log.info("stopping")
     server.shutdown()
     ingest.stop()
+    if readiness is not None:
+        readiness[0].stop()
+        readiness[0].sender.stop()  # type: ignore[union-attr]
+        readiness[0].store.close()
     return 0
 
 

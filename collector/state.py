@@ -107,6 +107,9 @@ class FleetState:
         self._lock = threading.Lock()
         self._pending: dict[str, SiteState] = {}  # oldest dirty_since first
         self._log_once = LogOnce(log)
+        # Told of every new (not duplicate) test result, after state took it in: the
+        # readiness service stores it against its session.
+        self.on_test: Callable[[wire.TestResult], None] | None = None
         self._received = {kind: self.metrics.received.labels(kind.value) for kind in wire.Kind}
         # metric -> label values -> ',mode="user"} ': label sets repeat across sites.
         self._suffixes: dict[str, dict[tuple[str, ...], str]] = {m: {} for m in wire.CATALOGUE}
@@ -139,6 +142,8 @@ class FleetState:
             changed = self._apply(state, message, now, changes)
             if changes:
                 self.cache.update(site_id, changes)
+        if changed and self.on_test is not None and isinstance(message, wire.TestResult):
+            self.on_test(message)
         return changed
 
     def reject(self, reason: Reason, topic: str, detail: str) -> None:

@@ -16,12 +16,14 @@ import signal
 import socket
 import sys
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from collector.inventory import Site, load_inventory
+from collector.readiness.model import VIETNAM
 from deploy.chrony import Chrony
 from deploy.localstack import (
     MissingPrerequisite,
@@ -89,6 +91,24 @@ def tail(text: str, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join("    " + line for line in text.splitlines()[-lines:])
 
 
+def demo_schedule(sites: list[Site], now: datetime | None = None) -> dict[str, Any]:
+    """Three sessions around now: two whose first test window is open (so the collector
+    orders tests as soon as the bridges are up) and one next week, still pending."""
+    now = now or datetime.now(VIETNAM)
+    hour = now.replace(minute=0, second=0, microsecond=0)
+    host = next(s.id for s in sites if s.level == "central")
+    members = [s.id for s in sites if s.level == "member"]
+    sessions = []
+    for number, (hours, bridges) in enumerate(((25, members), (30, members[::2]),
+                                               (7 * 24 + 1, members)), start=1):
+        start = hour + timedelta(hours=hours)
+        sessions.append({
+            "id": f"tcd-demo-{number}", "duration": "3h", "host": host, "members": bridges,
+            "title": f"Tiếp công dân trực tuyến định kỳ ngày {start:%d/%m/%Y}",
+            "start": start.isoformat()})
+    return {"sessions": sessions}
+
+
 def real_agent_site(sites: list[Site]) -> Site:
     """This machine plays the first commune bridge: the most common kind of site."""
     for site in sites:
@@ -120,9 +140,18 @@ class Demo:
         broker = Mosquitto(work / "mosquitto", port=self.broker_port)
         self._start("broker Mosquitto", broker)
         broker_conf = {"host": "127.0.0.1", "port": self.broker_port}
+        token = secrets.token_urlsafe(24)
+        (work / "api-tokens").write_text(f"demo-noc {token}\n", encoding="utf-8")
+        (work / "api-tokens").chmod(0o600)
+        (work / "readiness.sqlite").unlink(missing_ok=True)  # a fresh schedule each run
         collector_yaml = write_yaml(work / "collector.yaml", {
             "prefix": PREFIX, "inventory": str(self.inventory_path),
-            "listen": f"127.0.0.1:{self.collector_port}", "broker": broker_conf})
+            "listen": f"127.0.0.1:{self.collector_port}", "broker": broker_conf,
+            "readiness": {"database": str(work / "readiness.sqlite"),
+                          "schedule": str(write_yaml(work / "schedule.yaml",
+                                                     demo_schedule(self.sites))),
+                          "api_tokens_file": str(work / "api-tokens"),
+                          "retry_after_seconds": 300, "tick_seconds": 2}})
         collector = Process([console_script("bridgewatch-collector"), "--config",
                              str(collector_yaml)], work / "collector.log")
         self._start("bộ thu thập / collector", collector)
@@ -193,6 +222,9 @@ class Demo:
             f"      truy vấn mẫu / example queries: {query}   "
             f"bridge_memory_total_bytes{{site=\"{self.real_site.id}\"}}",
             f"  Số liệu / metrics:   http://127.0.0.1:{self.collector_port}/metrics",
+            f"  Phiên / sessions:    http://127.0.0.1:{self.collector_port}/api/sessions   "
+            f"biên bản / report: http://127.0.0.1:{self.collector_port}/report/tcd-demo-1.html",
+            f"      mã API / API token: {self.workdir}/api-tokens",
             f"  Broker MQTT:         127.0.0.1:{self.broker_port} (chủ đề / topics {PREFIX}/v1/#)",
             f"  Nhật ký / logs:      {self.workdir}/*.log, "
             f"{self.workdir}/mosquitto/mosquitto.log, {self.workdir}/prometheus/prometheus.log",

@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(mosquitto mosquitto-clients prometheus python3-venv openssl iproute2 nftables
-          nut-server snmpsim chrony
+          nut-server snmpsim chrony chromium fonts-dejavu-core
           prometheus-smokeping-prober)
 SERVICES=(mosquitto prometheus prometheus-smokeping-prober nut-server nut-monitor chrony)
 VENV=.venv

@@ -93,6 +93,23 @@ session: {length_seconds: 7200, ups_margin_seconds: 600}
         "netgear": 30.0}
 
 
+def test_readiness_limits(tmp_path: Path) -> None:
+    """The full test's limits: the usual video-conference figures unless configured."""
+    default = load_config(write(tmp_path, MINIMAL)).readiness
+    assert (default.max_rtt_ms, default.max_jitter_ms, default.max_loss_percent,
+            default.min_mos) == (150.0, 30.0, 1.0, 3.6)
+    assert (default.link_seconds, default.link_packets_per_second,
+            default.bandwidth_seconds) == (10.0, 20.0, 5.0)
+    config = load_config(write(tmp_path, MINIMAL + """
+readiness: {max_rtt_ms: 100, max_jitter_ms: 20, max_loss_percent: 0.5, min_mos: 4,
+            link_seconds: 2, link_packets_per_second: 10, bandwidth_seconds: 1}
+"""))
+    r = config.readiness
+    assert (r.max_rtt_ms, r.max_jitter_ms, r.max_loss_percent, r.min_mos, r.link_seconds,
+            r.link_packets_per_second, r.bandwidth_seconds) == (100, 20, 0.5, 4, 2, 10, 1)
+    assert enabled_probes(config) == enabled_probes(load_config(write(tmp_path, MINIMAL)))
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ("devices: {webcam: 1}\n", "unknown key devices.webcam"),
     ("devices: {camera: -1}\n", "devices.camera must be a count"),
@@ -123,6 +140,15 @@ session: {length_seconds: 7200, ups_margin_seconds: 600}
      "interfaces must be a list"),
     ("session: {length_seconds: 10}\n", "session.length_seconds must be between"),
     ("session: {lenght_seconds: 7200}\n", "unknown key session.lenght_seconds"),
+    ("readiness: 5\n", "readiness must be a mapping"),
+    ("readiness: {max_rtt: 100}\n", "unknown key readiness.max_rtt"),
+    ("readiness: {max_rtt_ms: fast}\n", "readiness.max_rtt_ms must be a number"),
+    ("readiness: {max_loss_percent: 0}\n", "readiness.max_loss_percent must be between"),
+    ("readiness: {min_mos: 5}\n", "readiness.min_mos must be between 1 and 4.5"),
+    ("readiness: {link_seconds: 0.5}\n", "readiness.link_seconds must be between 1 and"),
+    ("readiness: {link_packets_per_second: 100}\n",
+     "readiness.link_packets_per_second must be between 1 and 40"),
+    ("readiness: {bandwidth_seconds: 61}\n", "readiness.bandwidth_seconds must be between"),
 ])
 def test_room_section_errors_name_the_key(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):

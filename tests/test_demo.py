@@ -23,7 +23,7 @@ from tests.conftest import require_binary
 pytestmark = pytest.mark.real
 
 ROOT = Path(__file__).resolve().parents[1]
-RUN_SECONDS = 40
+RUN_SECONDS = 60
 
 
 def query(prometheus: str, expr: str) -> list[dict[str, Any]]:
@@ -76,6 +76,11 @@ def test_demo_shows_every_bridge_up_and_this_machine_real(tmp_path: Path) -> Non
         assert [r["metric"]["state"] for r in power] == ["mains"]
         offset = query(prometheus, f'bridge_clock_offset_seconds{{site="{real.id}"}}')
         assert len(offset) == 1 and abs(float(offset[0]["value"][1])) < 0.5
+        # The demo schedule's first session has its test-1 window open: the collector
+        # orders every bridge's test and the answers turn into verdicts.
+        wait_until(lambda: query(prometheus, 'bridge_readiness{session="tcd-demo-1",'
+                                 'checkpoint="test-1",state=~"passed|failed"} == 1'),
+                   RUN_SECONDS - 5, "a test-1 verdict drawn from a test result", interval=1)
         code = proc.wait(RUN_SECONDS + 30)
     finally:
         if proc.poll() is None:

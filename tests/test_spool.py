@@ -200,3 +200,19 @@ def test_acks_from_another_thread_while_appending(tmp_path: Path) -> None:
     assert appended == list(range(1, total + 1))
     assert sorted(set(acked)) == appended
     assert spool.stats() == (0, 0, 0)
+
+
+def test_counts_follow_rows_another_process_added(tmp_path: Path) -> None:
+    """``bridgewatch-agent check`` appends its result to the running agent's spool from
+    another process: the agent's counts must include that row and, once acknowledged,
+    never go below zero."""
+    agent = Spool(tmp_path / "spool.db")
+    agent.append("t", lambda seq, floor: b"x" * 10)
+    other = Spool(tmp_path / "spool.db")
+    seq = other.append("t", lambda seq, floor: b"y" * 20)
+    other.close()
+    assert agent.stats()[:2] == (2, 30)
+    agent.ack(seq)
+    assert agent.stats()[:2] == (1, 10)
+    agent.ack(seq - 1)
+    assert agent.stats()[:2] == (0, 0)
