@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import statistics
-import time
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -22,6 +19,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from agent.wire import Criterion
 from bench.fleetdata import inventory
+from bench.render_bench import timed
 from collector.readiness.engine import TestIndex, verdicts
 from collector.readiness.metrics import ReadinessCollector, ReadinessSnapshot
 from collector.readiness.model import (
@@ -65,15 +63,6 @@ def fleet(n_sites: int, n_sessions: int, seed: int = 1) -> tuple[
     # way or ahead: all of them are exposed, with every verdict state.
     now = sessions[0].end + 12 * H
     return sessions, tests, confirmations, now, sites
-
-
-def timed(fn: Callable[[], object], repeat: int) -> float:
-    runs = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        fn()
-        runs.append(time.perf_counter() - started)
-    return statistics.median(runs)
 
 
 def main(argv: list[str] | None = None) -> None:

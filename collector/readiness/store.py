@@ -308,6 +308,13 @@ class Store:
     def tests(self, site: str | None = None, since: datetime | None = None,
               until: datetime | None = None, session_id: str | None = None) -> list[TestRecord]:
         """Tests finished in ``[since, until)``, oldest first, optionally of one site/session."""
+        return [_test(row) for row in self._select("tests", "finished_us", site, session_id,
+                                                   since, until)]
+
+    def _select(self, table: str, time_column: str, site: str | None,
+                session_id: str | None, since: datetime | None,
+                until: datetime | None) -> list[sqlite3.Row]:
+        """Rows of ``tests`` or ``orders`` in a time window, of one site/session if given."""
         where, args = ["1"], []
         if site is not None:
             where.append("site = ?")
@@ -315,10 +322,9 @@ class Store:
         if session_id is not None:
             where.append("session_id = ?")
             args.append(session_id)
-        _window("finished_us", since, until, where, args)
-        rows = self._rows(f"SELECT * FROM tests WHERE {' AND '.join(where)} "
-                          "ORDER BY finished_us, test_id", args)
-        return [_test(row) for row in rows]
+        _window(time_column, since, until, where, args)
+        return self._rows(f"SELECT * FROM {table} WHERE {' AND '.join(where)} "
+                          f"ORDER BY {time_column}, test_id", args)
 
     # -- orders --------------------------------------------------------------------------
 
@@ -351,17 +357,8 @@ class Store:
     def orders(self, since: datetime | None = None, until: datetime | None = None,
                site: str | None = None, session_id: str | None = None) -> list[Order]:
         """Orders placed in ``[since, until)``, oldest first."""
-        where, args = ["1"], []
-        if site is not None:
-            where.append("site = ?")
-            args.append(site)
-        if session_id is not None:
-            where.append("session_id = ?")
-            args.append(session_id)
-        _window("ordered_us", since, until, where, args)
-        rows = self._rows(f"SELECT * FROM orders WHERE {' AND '.join(where)} "
-                          "ORDER BY ordered_us, test_id", args)
-        return [_order(row) for row in rows]
+        return [_order(row) for row in self._select("orders", "ordered_us", site, session_id,
+                                                    since, until)]
 
     # -- confirmations -------------------------------------------------------------------
 
