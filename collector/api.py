@@ -166,7 +166,7 @@ class Api:
     def _import(self, headers: Any, body: bytes) -> Response:
         content_type = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
         kind = "ics" if content_type == "text/calendar" else detect_kind("api", body)
-        result = import_document(self.service.store, body, kind, self.service.inventory,
+        result = import_document(self.service.store, body, kind, self.service.known,
                                  source="api", now=self.service.now())
         if result.ok:
             self.service.tick()

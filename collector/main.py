@@ -93,22 +93,26 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 50, 100)
 
 
-def start_readiness(config: CollectorConfig, inventory: Inventory, state: FleetState,
-                    ) -> tuple[ReadinessService, Api] | None:
-    """Open the store, import the configured schedule, hook results and metrics in."""
+def start_readiness(config: CollectorConfig, known: Inventory, inventory: Inventory,
+                    state: FleetState) -> tuple[ReadinessService, Api] | None:
+    """Open the store, import the configured schedule, hook results and metrics in.
+
+    ``known`` is every bridge of the province (what a schedule may name); ``inventory``
+    the ones this collector, or shard, owns and judges.
+    """
     readiness = config.readiness
     if readiness is None:
         return None
     store = Store(readiness.database)
     if readiness.schedule is not None:
         # Sessions already over are skipped, not refused: the file outlives them.
-        result = import_file(store, readiness.schedule, inventory, past="skip")
+        result = import_file(store, readiness.schedule, known, past="skip")
         for issue in result.issues:
             (log.error if issue.severity == "error" else log.warning)("%s", issue.format())
         if not result.ok:
             raise ValueError(f"{readiness.schedule}: not imported (errors above)")
     sender = CommandSender(config.broker, f"{config.client_id}-cmd", config.prefix)
-    service = ReadinessService(store, readiness, inventory, state, sender)
+    service = ReadinessService(store, readiness, inventory, state, sender, known=known)
     state.on_test = service.on_test
     state.metrics.registry.register(ReadinessCollector(service.snapshot))
     return service, Api(service, ApiTokens.load(readiness.api_tokens_file))
@@ -154,14 +158,14 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = load_config(args.config)
-        inventory = load_inventory(config.inventory).shard(config.shard_index,
-                                                           config.shard_count)
+        known = load_inventory(config.inventory)
+        inventory = known.shard(config.shard_index, config.shard_count)
     except (OSError, ValueError) as err:  # InventoryError is a ValueError
         log.error("cannot start: %s", err)
         return 2
     state = FleetState(inventory, prefix=config.prefix)
     try:
-        readiness = start_readiness(config, inventory, state)
+        readiness = start_readiness(config, known, inventory, state)
     except (OSError, ValueError) as err:
         log.error("cannot start: %s", err)
         return 2

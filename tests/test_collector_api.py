@@ -31,6 +31,7 @@ from collector.readiness.config import ReadinessConfig
 from collector.readiness.model import VIETNAM
 from collector.readiness.service import ReadinessService
 from collector.readiness.store import Store
+from collector.schedule import import_document
 from collector.state import FleetState
 from deploy.localstack import Mosquitto, wait_until
 
@@ -241,3 +242,24 @@ def test_tokens_file_is_checked(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match=message):
             ApiTokens.load(path)
     assert ApiTokens.load(None).who(f"Bearer {TOKEN}") is None  # no file: read-only
+
+
+def test_a_shard_judges_only_its_own_bridges(tmp_path: Path) -> None:
+    """Two shards of one province: each shard's verdicts (and so its /metrics) cover only
+    the bridges it owns, so no bridge is shown twice with two different states."""
+    inventory = load_inventory(INVENTORY)
+    owned: list[set[str]] = []
+    for index in range(2):
+        shard = inventory.shard(index, 2)
+        store = Store(tmp_path / f"shard-{index}.sqlite")
+        service = ReadinessService(store, ReadinessConfig(tmp_path / "r"), shard,
+                                   FleetState(shard, render_delay=0), None)
+        result = import_document(store, schedule(tomorrow()), "yaml", inventory)
+        assert result.ok, result.as_dict()
+        service.tick()
+        sites = {v.site for v in service.snapshot().verdicts}
+        assert sites and sites <= set(shard.sites)
+        owned.append(sites)
+        store.close()
+    assert owned[0] | owned[1] == {"dt-trung-tam", "dt-sa-dec", "dt-hong-ngu"}
+    assert not owned[0] & owned[1]

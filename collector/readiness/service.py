@@ -47,10 +47,13 @@ def session_of(test_id: str) -> str | None:
 class ReadinessService:
     def __init__(self, store: Store, config: ReadinessConfig, inventory: Inventory,
                  fleet: FleetState, sender: CommandSender | None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 known: Inventory | None = None) -> None:
         self.store = store
         self.config = config
-        self.inventory = inventory
+        self.inventory = inventory  # the bridges this collector (shard) owns
+        # Every bridge of the province: a schedule names bridges of every shard.
+        self.known = known or inventory
         self.fleet = fleet
         self.sender = sender
         self.clock = clock
@@ -118,8 +121,12 @@ class ReadinessService:
                                       self.config.max_attempts)
                 for order in orders:
                     self._send(order, sessions, "collector")
+            # A shard judges only its own bridges: the others' results never reach it, and
+            # their verdicts come from the shard that owns them.
+            owned = self.inventory.sites
             verdicts = [v for s in sessions for v in engine.verdicts(
-                s, self.config.checkpoints, index, self.store.confirmations(s.id), now)]
+                s, self.config.checkpoints, index, self.store.confirmations(s.id), now)
+                if v.site in owned]
             self._snapshot = ReadinessSnapshot(now, sessions, self.config.checkpoints,
                                                verdicts, self.inventory.sites,
                                                index.last_per_site())
@@ -190,8 +197,8 @@ class ReadinessService:
             since=session.start + min(c.offset - c.window for c in checkpoints),
             until=session.end))
         return ReportData(session, checkpoints, self.verdicts(session), tests,
-                          self.store.confirmations(session_id), self.inventory.sites,
-                          self.now(), self.inventory.provinces)
+                          self.store.confirmations(session_id), self.known.sites,
+                          self.now(), self.known.provinces)
 
     def confirm(self, session_id: str, site_id: str, by: str) -> Confirmation:
         session = self.store.session(session_id)
