@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from agent.config import DeviceExpectation, SessionPlan
 from agent.devices import Device, Inventory
 from agent.devices.expect import evaluate
+from agent.probes.clock import offset_fault
 from agent.probes.storage import recording_seconds_left
 from agent.ups.model import UpsReading, assess
 from agent.ups.model import rows as ups_rows
@@ -132,9 +133,7 @@ class SimulatedRoom:
         left = recording_seconds_left(recording_avail_bytes, RECORDING_MBPS)
         backup = 0.0 if self.faults.backup_unplugged else 1.0
         running = self.software_open or in_call
-        clock_error = (f"clock off by {self.offset:+.2f} s from {NTP_SERVER} "
-                       f"(limit {CLOCK_LIMIT_SECONDS:.2f} s)"
-                       if abs(self.offset) > CLOCK_LIMIT_SECONDS else None)
+        clock_error = offset_fault(self.offset, NTP_SERVER, CLOCK_LIMIT_SECONDS)
         devices = evaluate(*self.devices())
         return {
             "devices": report(0.002, devices.metrics, "; ".join(devices.problems) or None),

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from agent.durations import spoken
 from agent.readiness.catalogue import CRITERIA
 from agent.readiness.criteria import COMPARATORS
 from agent.wire import Criterion
@@ -192,21 +193,6 @@ def _number(x: float, digits: int, lang: str) -> str:
     return text.replace(".", ",") if lang == "vi" else text
 
 
-def _duration(seconds: float, lang: str) -> str:
-    """Minutes and hours the way a technician says them: ``3 giờ 15 phút``."""
-    if abs(seconds) < 60:
-        return f"{_number(seconds, 0, lang)} {'s' if lang == 'en' else 'giây'}"
-    minutes = round(seconds / 60)
-    hours, rest = divmod(abs(minutes), 60)
-    sign = "-" if minutes < 0 else ""
-    h_unit, m_unit = ("h", "min") if lang == "en" else ("giờ", "phút")
-    if hours == 0:
-        return f"{sign}{rest} {m_unit}"
-    if rest == 0:
-        return f"{sign}{hours} {h_unit}"
-    return f"{sign}{hours} {h_unit} {rest} {m_unit}"
-
-
 def format_value(value: float | None, unit: str, lang: str = "vi", scale: float | None = None,
                  ) -> str:
     """A measured value or a limit in the unit people read: ms, %, Mbit/s, phút/giờ.
@@ -219,7 +205,7 @@ def format_value(value: float | None, unit: str, lang: str = "vi", scale: float 
     ref = abs(scale if scale is not None else value)
     if unit == "s":
         if ref >= 60:
-            return _duration(value, lang)
+            return spoken(value, lang)
         if ref < 1:
             ms = value * 1000
             return f"{_number(ms, 1 if abs(ms) < 10 else 0, lang)} ms"
@@ -537,7 +523,7 @@ def render_html(report: ReportData, lang: str = "vi") -> str:
         ("session", session.title),
         ("session_id", session.id),
         ("time", f"{format_time(session.start, lang)} {DASH} {format_time(session.end, lang)} "
-                 f"({_w('duration', lang)} {_duration(hours, lang)})"),
+                 f"({_w('duration', lang)} {spoken(hours, lang)})"),
         ("host", _site_name(report, session.host)),
         ("bridges", f"{len(bridges)} ({count_text})"),
         ("generated", format_time(report.generated_at, lang)),

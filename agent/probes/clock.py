@@ -13,6 +13,13 @@ from agent import clock as sntp
 from agent.probes import Metrics, ProbeContext, ProbePartial, label, register
 
 
+def offset_fault(offset: float, server: str, limit: float) -> str | None:
+    """The technician's sentence for an offset beyond the limit; None when within it."""
+    if abs(offset) <= limit:
+        return None
+    return f"clock off by {offset:+.2f} s from {server} (limit {limit:.2f} s)"
+
+
 @register("clock", needs=lambda config: config.clock is not None, default_interval=60.0)
 def collect(ctx: ProbeContext) -> Metrics:
     config = ctx.config.clock
@@ -26,7 +33,7 @@ def collect(ctx: ProbeContext) -> Metrics:
         "clock_server_stratum": [(server, float(result.stratum))],
         "clock_offset_limit_seconds": [((), config.max_offset_seconds)],
     }
-    if abs(result.offset) > config.max_offset_seconds:
-        raise ProbePartial(metrics, f"clock off by {result.offset:+.2f} s from {config.server} "
-                                    f"(limit {config.max_offset_seconds:.2f} s)")
+    fault = offset_fault(result.offset, config.server, config.max_offset_seconds)
+    if fault is not None:
+        raise ProbePartial(metrics, fault)
     return metrics

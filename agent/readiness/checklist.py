@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from agent.durations import spoken
 from agent.link.check import mbit
 from agent.readiness.catalogue import CRITERIA
 from agent.readiness.criteria import COMPARATORS, Judged
@@ -29,12 +30,12 @@ _WORDS = {
            "not_ready": "CHƯA SẴN SÀNG", "failed": "tiêu chí không đạt",
            "failed_one": "tiêu chí không đạt",
            "header": "Kiểm tra điểm cầu {where}, phiên {length}, mã {test_id}",
-           "h": "giờ", "min": "phút", "s": "giây"},
+           },
     "en": {"limit": "limit", "need": "needs", "not_measured": "not measured",
            "not_checked": "not checked (not configured)", "ready": "READY",
            "not_ready": "NOT READY", "failed": "criteria failed", "failed_one": "criterion failed",
            "header": "Check of bridge {where}, session {length}, test {test_id}",
-           "h": "h", "min": "min", "s": "s"},
+           },
 }
 # Yes-or-no criteria: what 1 and 0 mean.
 _FLAGS = {
@@ -50,18 +51,6 @@ _LONG = ("ups-runtime", "recording-space")  # shown in hours and minutes
 
 def _number(x: float, digits: int = 1) -> str:
     return f"{round(x, digits):g}"
-
-
-def duration(seconds: float, lang: str) -> str:
-    """``3 giờ 15 phút`` / ``3 h 15 min``; under a minute in seconds."""
-    w = _WORDS[lang]
-    if seconds < 60:
-        return f"{round(seconds)} {w['s']}"
-    minutes = round(seconds / 60)
-    hours, minutes = divmod(minutes, 60)
-    if not hours:
-        return f"{minutes} {w['min']}"
-    return f"{hours} {w['h']}" + (f" {minutes} {w['min']}" if minutes else "")
 
 
 def short(seconds: float, signed: bool = False) -> str:
@@ -80,7 +69,7 @@ def value_text(name: str, value: float, lang: str) -> str:
         yes, no = _FLAGS[lang][name]
         return yes if value else no
     if name in _LONG:
-        return duration(value, lang)
+        return spoken(value, lang)
     if name == "clock":
         return short(value, signed=True)
     if unit == "s":
@@ -102,7 +91,7 @@ def limit_text(name: str, limit: float, lang: str) -> str:
     if op == "=":
         return ""
     if name in _LONG:
-        shown = duration(limit, lang)
+        shown = spoken(limit, lang)
     elif unit == "s":
         shown = short(limit)
     elif unit == "ratio":
@@ -159,7 +148,7 @@ def render(test: FullTest, test_id: str, where: str, lang: str = "vi") -> list[s
     """The whole checklist: header, criteria, what was not checked, the verdict."""
     w = _WORDS[lang]
     lines = [w["header"].format(where=where, test_id=test_id,
-                                length=duration(test.limits.session_seconds, lang))]
+                                length=spoken(test.limits.session_seconds, lang))]
     lines += [line(j, lang) for j in test.judged]
     lines += [f"○ {label(name, lang)}: {w['not_checked']}" for name in test.not_checked]
     lines.append(verdict(test, lang))

@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from agent.durations import spoken
 from agent.readiness.catalogue import CRITERIA
 from agent.ups.model import UpsReading, runtime_sufficient
 from agent.wire import Criterion
@@ -168,11 +169,6 @@ def _device(kind: str, facts: DeviceFacts) -> Judged:
     return _crit(kind, ok, float(facts.found), float(facts.expected), note)
 
 
-def _minutes(seconds: float) -> str:
-    minutes = round(seconds / 60)
-    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
-
-
 def _ups(readings: Mapping[str, UpsReading | Failed], required: float) -> list[Judged]:
     """``ups-power`` and ``ups-runtime`` for every UPS together, judged by the worst."""
     failed = {n: r.reason for n, r in readings.items() if isinstance(r, Failed)}
@@ -189,7 +185,7 @@ def _ups(readings: Mapping[str, UpsReading | Failed], required: float) -> list[J
         power = _crit("ups-power", not off_mains, 0.0 if off_mains else 1.0, 1.0, power_note)
 
     runtimes = {n: r.runtime_seconds for n, r in ok_readings.items()}
-    parts = [f"{n}: {'runtime not reported' if t is None else _minutes(t)}"
+    parts = [f"{n}: {'runtime not reported' if t is None else spoken(t)}"
              + (" (low battery)" if states[n] == "low_battery" else "")
              for n, t in runtimes.items() if several or t is None
              or states[n] == "low_battery"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agent import wire
+from agent.durations import spoken
 from agent.probes import label
 
 Rows = dict[str, list[wire.Row]]
@@ -59,11 +60,6 @@ def runtime_sufficient(reading: UpsReading, required_seconds: float) -> bool:
     return reading.runtime_seconds >= required_seconds
 
 
-def _duration(seconds: float) -> str:
-    minutes = round(seconds / 60)
-    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
-
-
 def assess(reading: UpsReading, required_seconds: float) -> str | None:
     """What a technician must hear about this UPS, or None when it is ready."""
     problems = []
@@ -74,8 +70,8 @@ def assess(reading: UpsReading, required_seconds: float) -> str | None:
     if reading.runtime_seconds is None:
         problems.append("runtime not reported")
     elif not runtime_sufficient(reading, required_seconds):
-        problems.append(f"runtime {_duration(reading.runtime_seconds)} < "
-                        f"{_duration(required_seconds)} needed")
+        problems.append(f"runtime {spoken(reading.runtime_seconds)} < "
+                        f"{spoken(required_seconds)} needed")
     if reading.self_test_passed is False:
         problems.append("self-test failed")
     if reading.alarms:

@@ -61,6 +61,8 @@ class ReadinessService:
         self._snapshot = ReadinessSnapshot(self.now(), (), config.checkpoints, (),
                                            inventory.sites)
         self._stopping = threading.Event()
+        # How long before its start a session's first test window opens.
+        self._lead = min(c.offset - c.window for c in config.checkpoints)
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), VIETNAM)
@@ -141,8 +143,7 @@ class ReadinessService:
     def _tests(self, sessions: list[Session], now: datetime) -> list[TestRecord]:
         if not sessions:
             return []
-        earliest = min(s.start + min(c.offset - c.window for c in self.config.checkpoints)
-                       for s in sessions)
+        earliest = min(s.start + self._lead for s in sessions)
         return self.store.tests(since=min(earliest, now - GRACE))
 
     def _send(self, order: planner.Order, sessions: list[Session], requested_by: str) -> None:
@@ -179,13 +180,16 @@ class ReadinessService:
             self._send(order, sessions, requested_by)
         return test_id
 
-    def verdicts(self, session: Session) -> list[Verdict]:
+    def _session_tests(self, session: Session) -> list[TestRecord]:
+        """Every stored test from the session's first window to its end."""
+        return self.store.tests(since=session.start + self._lead, until=session.end)
+
+    def verdicts(self, session: Session,
+                 tests: list[TestRecord] | None = None) -> list[Verdict]:
         """Where every bridge of one session stands right now (any session, even far off)."""
-        now = self.now()
-        tests = self.store.tests(since=session.start + min(
-            c.offset - c.window for c in self.config.checkpoints), until=now)
-        return engine.verdicts(session, self.config.checkpoints, tests,
-                               self.store.confirmations(session.id), now)
+        return engine.verdicts(session, self.config.checkpoints,
+                               self._session_tests(session) if tests is None else tests,
+                               self.store.confirmations(session.id), self.now())
 
     def report(self, session_id: str) -> ReportData | None:
         """Everything the biên bản of one session shows, or None for an unknown session."""
@@ -193,10 +197,9 @@ class ReadinessService:
         if session is None:
             return None
         checkpoints = self.config.checkpoints
-        tests = select_tests(session, checkpoints, self.store.tests(
-            since=session.start + min(c.offset - c.window for c in checkpoints),
-            until=session.end))
-        return ReportData(session, checkpoints, self.verdicts(session), tests,
+        tests = self._session_tests(session)
+        return ReportData(session, checkpoints, self.verdicts(session, tests),
+                          select_tests(session, checkpoints, tests),
                           self.store.confirmations(session_id), self.known.sites,
                           self.now(), self.known.provinces)
 
