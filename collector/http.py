@@ -16,6 +16,7 @@ from prometheus_client import generate_latest
 
 from .api import MAX_BODY_BYTES, Api, Response
 from .exposition import CONTENT_TYPE
+from .runbook import Runbook
 from .state import FleetState
 
 log = logging.getLogger("bridgewatch.collector.http")
@@ -47,6 +48,10 @@ class Handler(BaseHTTPRequestHandler):
             health = self.server.state.health()
             status = 200 if health["connected"] else 503
             self._send(status, "application/json", [json.dumps(health).encode()])
+        elif path == "/runbook":
+            self._reply(self.server.runbook.html_response())
+        elif path == "/runbook.md":
+            self._reply(self.server.runbook.markdown_response())
         else:
             self._send(404, "text/plain; charset=utf-8", [b"not found: try /metrics\n"])
 
@@ -99,7 +104,8 @@ class CollectorServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, address: tuple[str, int], state: FleetState,
-                 api: Api | None = None) -> None:
+                 api: Api | None = None, runbook: Runbook | None = None) -> None:
         super().__init__(address, Handler)
         self.state = state
         self.api = api
+        self.runbook = runbook or Runbook()  # alerts/runbook.md beside the package

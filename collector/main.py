@@ -31,6 +31,8 @@ from .readiness.metrics import ReadinessCollector
 from .readiness.service import ReadinessService
 from .readiness.store import Store
 from .report import write_report
+from .runbook import DEFAULT_PATH as RUNBOOK_PATH
+from .runbook import Runbook
 from .schedule import import_file
 from .state import FleetState
 
@@ -48,6 +50,7 @@ class CollectorConfig:
     shard_index: int = 0
     shard_count: int = 1  # >1: this process owns only its share of the sites (see Scale)
     readiness: ReadinessConfig | None = None  # sessions, tests, verdicts; off without it
+    runbook_file: Path = RUNBOOK_PATH  # served at /runbook, where alerts' runbook_url point
 
 
 def load_config(path: str | Path) -> CollectorConfig:
@@ -55,7 +58,7 @@ def load_config(path: str | Path) -> CollectorConfig:
     if not isinstance(raw, dict) or "inventory" not in raw:
         raise ValueError(f"{path}: needs at least 'inventory: <file>'")
     unknown = set(raw) - {"inventory", "prefix", "listen", "client_id", "broker", "shard",
-                          "readiness"}
+                          "readiness", "runbook_file"}
     if unknown:
         raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
     host, _, port = str(raw.get("listen", "127.0.0.1:9108")).rpartition(":")
@@ -65,6 +68,9 @@ def load_config(path: str | Path) -> CollectorConfig:
     inventory = Path(raw["inventory"])
     if not inventory.is_absolute():
         inventory = Path(path).parent / inventory
+    runbook = Path(raw.get("runbook_file", RUNBOOK_PATH))
+    if not runbook.is_absolute():
+        runbook = Path(path).parent / runbook
     return CollectorConfig(
         inventory=inventory,
         prefix=raw.get("prefix", wire.DEFAULT_PREFIX),
@@ -78,6 +84,7 @@ def load_config(path: str | Path) -> CollectorConfig:
         shard_count=int(count),
         readiness=None if raw.get("readiness") is None else parse_readiness(
             raw["readiness"], Path(path).resolve().parent),
+        runbook_file=runbook,
     )
 
 
@@ -170,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("cannot start: %s", err)
         return 2
     server = CollectorServer((config.listen_host, config.listen_port), state,
-                             readiness[1] if readiness else None)
+                             readiness[1] if readiness else None, Runbook(config.runbook_file))
     ingest = Ingest(state, config.broker, client_id=config.client_id,
                     per_site=config.shard_count > 1)
     stopping = threading.Event()

@@ -1,10 +1,13 @@
 """`python -m deploy.demo`: a province's whole BridgeWatch chain on this PC, in the foreground.
 
 A real Mosquitto, the collector, this machine's real agent as one commune bridge, simulated
-bridges for every other site of the Đồng Tháp demo inventory, and a real Prometheus
-scraping the collector: what the NOC of Sở KH&CN runs, shrunk onto one machine, so anyone
-can see the data path end to end. Ctrl-C (or --seconds) stops every part cleanly; a part
-that dies is named with the tail of its log. Everything lives under --workdir (.demo/).
+bridges for every other site of the Đồng Tháp demo inventory, a real Prometheus scraping
+the collector and evaluating the alert rules of ``alerts/``, and a real Alertmanager
+routing them with the shipped configuration to a local sink that writes each page to
+``pages.log`` (instead of Telegram and mail): what the NOC of Sở KH&CN runs, shrunk onto
+one machine, so anyone can see the data path end to end. Ctrl-C (or --seconds) stops every
+part cleanly; a part that dies is named with the tail of its log. Everything lives under
+--workdir (.demo/).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import yaml
 
 from collector.inventory import Site, load_inventory
 from collector.readiness.model import VIETNAM
+from deploy.alertmanager import Alertmanager, local_config
 from deploy.chrony import Chrony
 from deploy.localstack import (
     MissingPrerequisite,
@@ -35,8 +39,18 @@ from deploy.localstack import (
 )
 from deploy.localstack import free_port as any_free_port
 from deploy.nut import ONLINE, Upsd
+from deploy.paging_sink import PagingSink, SinkRequest
 
 INVENTORY = Path(__file__).with_name("demo-inventory.yaml")
+ALERTS = Path(__file__).resolve().parent.parent / "alerts"
+# The regulations' checkpoints without the T-3 d confirmation: the demo's schedule is made
+# on the spot, after any invitation round could have taken place.
+DEMO_CHECKPOINTS = [
+    {"name": "test-1", "kind": "test", "offset_seconds": -24 * 3600,
+     "window_seconds": 12 * 3600},
+    {"name": "test-2", "kind": "test", "offset_seconds": -2 * 3600, "window_seconds": 2 * 3600},
+    {"name": "start", "kind": "start", "offset_seconds": 0, "window_seconds": 2 * 3600},
+]
 PREFIX = "bridgewatch"
 LOG_TAIL_LINES = 20
 
@@ -49,6 +63,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--broker-port", type=int, help="default 1883 when free")
     parser.add_argument("--collector-port", type=int, help="default 9108 when free")
     parser.add_argument("--prometheus-port", type=int, help="default 9090 when free")
+    parser.add_argument("--alertmanager-port", type=int, help="default 9093 when free")
     parser.add_argument("--reflector-port", type=int, help="UDP; default 8620 when free")
     parser.add_argument("--interval", type=float, default=10.0, help="telemetry seconds")
     parser.add_argument("--flaky", type=int, default=1,
@@ -109,6 +124,19 @@ def demo_schedule(sites: list[Site], now: datetime | None = None) -> dict[str, A
     return {"sessions": sessions}
 
 
+def log_page(path: Path, request: SinkRequest) -> None:
+    """One line per notification: when, to whom, firing or resolved, which alerts where."""
+    body = request.body if isinstance(request.body, dict) else {}
+    if "alerts" in body:  # a webhook; Telegram's copy of the same page is left out
+        alerts = ", ".join(
+            f"{a['labels'].get('alertname', '?')}@{a['labels'].get('site', '-')}"
+            for a in body["alerts"])
+        line = (f"{datetime.now(VIETNAM):%Y-%m-%d %H:%M:%S} {request.path.strip('/')} "
+                f"{body.get('status', '?')}: {alerts}\n")
+        with path.open("a", encoding="utf-8") as out:
+            out.write(line)
+
+
 def real_agent_site(sites: list[Site]) -> Site:
     """This machine plays the first commune bridge: the most common kind of site."""
     for site in sites:
@@ -129,10 +157,12 @@ class Demo:
         self.broker_port = pick_port(args.broker_port, 1883)
         self.collector_port = pick_port(args.collector_port, 9108)
         self.prometheus_port = pick_port(args.prometheus_port, 9090)
+        self.alertmanager_port = pick_port(args.alertmanager_port, 9093)
         self.reflector_port = pick_port(args.reflector_port, 8620)  # UDP echo
         self.reflector_tcp_port = pick_port(None, 8621)  # bandwidth tests
         self.parts: list[tuple[str, Process]] = []
         self.upsd: Upsd | None = None
+        self.sink: PagingSink | None = None
 
     def start(self) -> None:
         work = self.workdir
@@ -151,7 +181,8 @@ class Demo:
                           "schedule": str(write_yaml(work / "schedule.yaml",
                                                      demo_schedule(self.sites))),
                           "api_tokens_file": str(work / "api-tokens"),
-                          "retry_after_seconds": 300, "tick_seconds": 2}})
+                          "retry_after_seconds": 300, "tick_seconds": 2,
+                          "checkpoints": DEMO_CHECKPOINTS}})
         collector = Process([console_script("bridgewatch-collector"), "--config",
                              str(collector_yaml)], work / "collector.log")
         self._start("bộ thu thập / collector", collector)
@@ -195,9 +226,18 @@ class Demo:
             "--broker-host", "127.0.0.1", "--broker-port", str(self.broker_port),
             "--prefix", PREFIX, "--interval", str(self.args.interval),
             "--flaky", str(self.args.flaky), "--skip", site.id], work / "simulate.log"))
-        self._start("Prometheus", Prometheus(work / "prometheus",
-                                             [f"127.0.0.1:{self.collector_port}"],
-                                             scrape_interval="5s", port=self.prometheus_port))
+        # Alerts: the shipped rules and routing; pages go to pages.log instead of phones.
+        pages = work / "pages.log"
+        pages.write_text("", encoding="utf-8")
+        self.sink = PagingSink(on_request=lambda r: log_page(pages, r))
+        self._start("Alertmanager", Alertmanager(
+            work / "alertmanager",
+            local_config(ALERTS / "alertmanager.yml", work / "alertmanager", self.sink.url),
+            port=self.alertmanager_port))
+        self._start("Prometheus", Prometheus(
+            work / "prometheus", [f"127.0.0.1:{self.collector_port}"], scrape_interval="5s",
+            port=self.prometheus_port, rule_files=sorted((ALERTS / "rules").glob("*.yml")),
+            alertmanagers=[f"127.0.0.1:{self.alertmanager_port}"]))
         self._check_alive()
 
     def _start(self, label: str, part: Process) -> None:
@@ -225,6 +265,10 @@ class Demo:
             f"  Phiên / sessions:    http://127.0.0.1:{self.collector_port}/api/sessions   "
             f"biên bản / report: http://127.0.0.1:{self.collector_port}/report/tcd-demo-1.html",
             f"      mã API / API token: {self.workdir}/api-tokens",
+            f"  Cảnh báo / alerts:   {prom}/alerts   Alertmanager "
+            f"http://127.0.0.1:{self.alertmanager_port}   "
+            f"hướng dẫn xử lý / runbook: http://127.0.0.1:{self.collector_port}/runbook",
+            f"      tin nhắn gửi kỹ thuật viên / pages: {self.workdir}/pages.log",
             f"  Broker MQTT:         127.0.0.1:{self.broker_port} (chủ đề / topics {PREFIX}/v1/#)",
             f"  Nhật ký / logs:      {self.workdir}/*.log, "
             f"{self.workdir}/mosquitto/mosquitto.log, {self.workdir}/prometheus/prometheus.log",
@@ -242,6 +286,8 @@ class Demo:
     def stop(self) -> None:
         for _, part in reversed(self.parts):
             part.stop()
+        if self.sink is not None:
+            self.sink.close()
         if self.upsd is not None:
             self.upsd.stop()  # and its private state directory
 

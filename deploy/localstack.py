@@ -146,16 +146,21 @@ class Prometheus(Process):
     """A real Prometheus scraping the given targets every ``scrape_interval``."""
 
     def __init__(self, workdir: Path, targets: Sequence[str], scrape_interval: str = "1s",
-                 port: int | None = None, rule_files: Sequence[str] = ()):
+                 port: int | None = None, rule_files: Sequence[str] = (),
+                 alertmanagers: Sequence[str] = ()):
         self.workdir = workdir
         self.port = port or free_port()
         workdir.mkdir(parents=True, exist_ok=True)
         config: dict[str, Any] = {
             "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
-            "rule_files": list(rule_files),
+            "rule_files": [str(Path(f).resolve()) for f in rule_files],
+            # The job name the alert rules expect (alerts/rules/collector.yml).
             "scrape_configs": [{"job_name": "bridgewatch", "static_configs": [
                 {"targets": list(targets)}]}],
         }
+        if alertmanagers:
+            config["alerting"] = {"alertmanagers": [
+                {"static_configs": [{"targets": list(alertmanagers)}]}]}
         (workdir / "prometheus.yml").write_text(json.dumps(config))  # JSON is valid YAML
         super().__init__([
             find_binary("prometheus"), f"--config.file={workdir / 'prometheus.yml'}",
@@ -184,6 +189,10 @@ class Prometheus(Process):
         if body.get("status") != "success":
             raise RuntimeError(f"query {expr!r} failed: {body}")
         return body["data"]["result"]
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """The alerts the rules hold now, pending or firing (``/api/v1/alerts``)."""
+        return json.loads(self._get("/api/v1/alerts"))["data"]["alerts"]
 
     def value(self, expr: str) -> float | None:
         """The single value of an instant query, or None when it returns nothing."""

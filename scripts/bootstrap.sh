@@ -9,8 +9,9 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(mosquitto mosquitto-clients prometheus python3-venv openssl iproute2 nftables
           nut-server snmpsim chrony chromium fonts-dejavu-core
-          prometheus-smokeping-prober)
-SERVICES=(mosquitto prometheus prometheus-smokeping-prober nut-server nut-monitor chrony)
+          prometheus-smokeping-prober prometheus-alertmanager)
+SERVICES=(mosquitto prometheus prometheus-smokeping-prober nut-server nut-monitor chrony
+          prometheus-alertmanager)
 VENV=.venv
 STAMP=$VENV/.bootstrap-pyproject
 

@@ -1,6 +1,7 @@
-"""The demo end to end: broker, collector, this machine's real agent, the simulated bridges
-and Prometheus, started by `python -m deploy.demo` exactly as a person would, then checked
-through Prometheus' HTTP API, which is where the NOC looks."""
+"""The demo end to end: broker, collector, this machine's real agent, the simulated bridges,
+Prometheus with the alert rules and Alertmanager, started by `python -m deploy.demo` exactly
+as a person would, then checked through Prometheus' HTTP API, which is where the NOC
+looks."""
 
 from __future__ import annotations
 
@@ -34,6 +35,17 @@ def query(prometheus: str, expr: str) -> list[dict[str, Any]]:
     return body["data"]["result"]
 
 
+def rule_groups(prometheus: str) -> list[dict[str, Any]]:
+    with urllib.request.urlopen(f"{prometheus}/api/v1/rules", timeout=5) as resp:
+        return json.load(resp)["data"]["groups"]
+
+
+def rules_evaluated_ok(prometheus: str) -> bool:
+    """Every rule has been evaluated at least once, and none failed."""
+    rules = [r for g in rule_groups(prometheus) for r in g["rules"]]
+    return bool(rules) and all(r["health"] == "ok" for r in rules)
+
+
 def sites_up(prometheus: str) -> set[str]:
     return {r["metric"]["site"] for r in query(prometheus, "bridge_up == 1")}
 
@@ -51,7 +63,8 @@ def test_demo_shows_every_bridge_up_and_this_machine_real(tmp_path: Path) -> Non
             [sys.executable, "-m", "deploy.demo", "--seconds", str(RUN_SECONDS),
              "--workdir", str(tmp_path / "demo"), "--flaky", "0",
              "--broker-port", str(free_port()), "--collector-port", str(free_port()),
-             "--prometheus-port", str(prometheus_port), "--reflector-port", str(free_port())],
+             "--prometheus-port", str(prometheus_port), "--reflector-port", str(free_port()),
+             "--alertmanager-port", str(free_port())],
             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_until(lambda: sites_up(prometheus) == {s.id for s in sites}, RUN_SECONDS - 5,
@@ -81,6 +94,15 @@ def test_demo_shows_every_bridge_up_and_this_machine_real(tmp_path: Path) -> Non
         wait_until(lambda: query(prometheus, 'bridge_readiness{session="tcd-demo-1",'
                                  'checkpoint="test-1",state=~"passed|failed"} == 1'),
                    RUN_SECONDS - 5, "a test-1 verdict drawn from a test result", interval=1)
+        # The alert rules of alerts/ are loaded, one group per area, and evaluate cleanly
+        # against the demo fleet's real series (a typo in a metric name would not error,
+        # but a bad join would: "many-to-many matching" is a failed evaluation).
+        groups = {g["name"] for g in rule_groups(prometheus)}
+        assert groups == {f"bridgewatch-{area}" for area in (
+            "recording", "agent", "link", "devices", "power", "storage", "readiness",
+            "collector")}, groups
+        wait_until(lambda: rules_evaluated_ok(prometheus), RUN_SECONDS - 5,
+                   "every rule evaluated without error", interval=1)
         code = proc.wait(RUN_SECONDS + 30)
     finally:
         if proc.poll() is None:

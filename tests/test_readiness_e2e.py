@@ -36,6 +36,7 @@ from deploy.chromium import Chromium
 from deploy.localstack import Mosquitto, Process, free_port, port_open, wait_until
 from deploy.nut import ON_BATTERY, ONLINE, Upsd
 from deploy.wan import CENTRAL_IP, Wan, start_reflector
+from tests.collector_client import call_api, write_yaml
 from tests.conftest import require_binary, require_root
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,22 +74,9 @@ def inside(namespace: str) -> Iterator[None]:
         os.close(home)
 
 
-def write(path: Path, data: dict[str, Any]) -> Path:
-    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
-    return path
-
-
 def api(port: int, method: str, path: str, body: bytes | None = None,
         content_type: str = "application/json") -> tuple[int, Any]:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body,
-                                     method=method)
-    request.add_header("Authorization", f"Bearer {TOKEN.split()[1]}")
-    request.add_header("Content-Type", content_type)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            return answer.status, json.loads(answer.read() or b"null")
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read() or b"null")
+    return call_api(port, TOKEN.split()[1], method, path, body, content_type)
 
 
 def agent_config(work: Path, site: str, broker: str, broker_port: int, reflector: str,
@@ -105,7 +93,7 @@ def agent_config(work: Path, site: str, broker: str, broker_port: int, reflector
     if ups_port is not None:
         config["ups"] = [{"name": "ups-1", "nut": {"host": "127.0.0.1", "port": ups_port,
                                                    "ups": site}}]
-    return write(work / f"{site}.yaml", config)
+    return write_yaml(work / f"{site}.yaml", config)
 
 
 def verdicts(port: int) -> dict[tuple[str, str], dict[str, Any]]:
@@ -137,7 +125,7 @@ def test_session_verdicts_and_report_name_what_is_wrong(tmp_path: Path) -> None:
             upsd.start()
             collector = Process(
                 [sys.executable, "-m", "collector.main", "--config",
-                 str(write(tmp_path / "collector.yaml", {
+                 str(write_yaml(tmp_path / "collector.yaml", {
                      "inventory": str(ROOT / "deploy" / "demo-inventory.yaml"),
                      "listen": f"127.0.0.1:{http_port}",
                      "broker": {"host": "127.0.0.1", "port": broker_port},

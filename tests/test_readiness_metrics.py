@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 from prometheus_client import CollectorRegistry, generate_latest
 
+from agent.readiness.catalogue import CRITERIA
 from agent.wire import Criterion
 from collector.inventory import load_inventory
 from collector.readiness.engine import TestIndex, verdicts
@@ -71,7 +72,8 @@ def test_exact_samples() -> None:
     text = render(snapshot([MORNING], tests, T - 2 * H - 30 * M, confirmations))
     lines = samples(text)
     sid = 'session="dt-2026-03-12-sang"'
-    assert [x for x in lines if not x.startswith(("bridge_readiness{", "bridge_test"))] == [
+    assert [x for x in lines if not x.startswith(
+        ("bridge_readiness{", "bridge_test", "bridge_readiness_criterion_info"))] == [
         f'bridge_session_info{{host="dt-trung-tam",{sid},'
         f'title="Tiếp công dân định kỳ tháng 3/2026"}} 1.0',
         f"bridge_session_start_timestamp_seconds{{{sid}}} 1.7732772e+09",
@@ -108,7 +110,12 @@ def test_exact_samples() -> None:
         'bridge_test_last_passed{province="dong-thap",site="dt-sa-dec"} 0.0',
         'bridge_test_last_passed{province="dong-thap",site="dt-trung-tam"} 1.0',
     ]
-    assert text.count("# TYPE bridge_") == 9 and text.count(" gauge\n") == 9
+    info = [x for x in lines if x.startswith("bridge_readiness_criterion_info")]
+    assert len(info) == len(CRITERIA)
+    assert ('bridge_readiness_criterion_info{advice_en="Check cables, the modem and the line '
+            'provider",advice_vi="Kiểm tra cáp, modem và nhà cung cấp đường truyền",'
+            'criterion="link-loss",en="Packet loss",vi="Tỷ lệ mất gói"} 1.0') in info
+    assert text.count("# TYPE bridge_") == 10 and text.count(" gauge\n") == 10
 
 
 def test_one_hot_follows_the_verdict() -> None:
@@ -158,7 +165,11 @@ def test_registering_does_not_call_the_provider() -> None:
     registry = CollectorRegistry()
     registry.register(ReadinessCollector(provider))
     assert calls == []
-    assert samples(generate_latest(registry).decode()) == [] and calls == [1]
+    shown = samples(generate_latest(registry).decode())
+    assert calls == [1]
+    # With no sessions only the static catalogue of criteria is shown.
+    assert len(shown) == len(CRITERIA)
+    assert all(x.startswith("bridge_readiness_criterion_info{") for x in shown)
 
 
 def test_promtool_accepts_the_exposition() -> None:

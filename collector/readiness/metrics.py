@@ -19,6 +19,9 @@ Families (all gauges):
 * ``bridge_readiness_failing_criterion{session, checkpoint, site, province, criterion}`` 1
 * ``bridge_test_last_timestamp_seconds{site, province}``, ``bridge_test_last_passed``
   (the latest test of each bridge, whatever it was ordered for)
+* ``bridge_readiness_criterion_info{criterion, vi, en, advice_vi, advice_en}`` 1, static:
+  the catalogue's labels and advice, so alert texts and dashboards join a failing
+  criterion to words a technician reads instead of repeating the catalogue.
 
 Only sessions not yet over (``end + grace``) are exposed, so the series count follows the
 sessions of the coming days, not the whole history: a province with 20 such sessions of
@@ -35,6 +38,8 @@ from datetime import datetime, timedelta
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from agent.readiness.catalogue import CRITERIA
 
 from ..inventory import Site
 from .model import VERDICT_STATES, CheckpointSpec, Session, TestRecord, Verdict
@@ -86,6 +91,9 @@ def _families() -> dict[str, GaugeMetricFamily]:
          (*_VERDICT, "criterion")),
         ("bridge_test_last_timestamp_seconds", "When the bridge's latest test finished.", _SITE),
         ("bridge_test_last_passed", "1 if the bridge's latest test passed, else 0.", _SITE),
+        ("bridge_readiness_criterion_info",
+         "A readiness criterion's Vietnamese and English label and advice (1).",
+         ("criterion", "vi", "en", "advice_vi", "advice_en")),
     )
     return {name: GaugeMetricFamily(name, doc, labels=labels) for name, doc, labels in specs}
 
@@ -152,4 +160,7 @@ class ReadinessCollector(Collector):
             ids = [site_id, site.province if site else ""]
             f["bridge_test_last_timestamp_seconds"].add_metric(ids, test.finished.timestamp())
             f["bridge_test_last_passed"].add_metric(ids, 1.0 if test.passed else 0.0)
+        for c in CRITERIA.values():
+            f["bridge_readiness_criterion_info"].add_metric(
+                [c.name, c.vi, c.en, c.advice_vi, c.advice_en], 1.0)
         return list(f.values())
