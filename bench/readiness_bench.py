@@ -1,4 +1,5 @@
-"""What readiness costs a scrape at province size: verdicts, collect() and the rendering.
+"""What readiness costs a scrape at province size: verdicts, collect() and the rendering,
+and the built-in board (``/board``) drawn from the same snapshot.
 
 A province of 200 bridges with 20 sessions not yet over (every bridge in every session,
 the worst case), the four default checkpoints, and a realistic record: a few tests per
@@ -18,8 +19,9 @@ from datetime import datetime, timedelta
 from prometheus_client import CollectorRegistry, generate_latest
 
 from agent.wire import Criterion
-from bench.fleetdata import inventory
+from bench.fleetdata import PROVINCE, inventory
 from bench.render_bench import timed
+from collector.board import BoardView, render_board
 from collector.readiness.engine import TestIndex, verdicts
 from collector.readiness.metrics import ReadinessCollector, ReadinessSnapshot
 from collector.readiness.model import (
@@ -98,6 +100,9 @@ def main(argv: list[str] | None = None) -> None:
     t_render_warm = timed(lambda: generate_latest(registry), args.repeat)
     t_plan = timed(lambda: plan(sessions, DEFAULT_CHECKPOINTS, tests, [], set(sites), now,
                                 timedelta(minutes=15), 3), args.repeat)
+    view = BoardView(snap, sites, {PROVINCE: "Đồng Tháp"}, {site: True for site in sites})
+    page = render_board(view)
+    t_board = timed(lambda: render_board(view), args.repeat)
     print(f"{args.sites} bridges x {args.sessions} sessions x {len(DEFAULT_CHECKPOINTS)} "
           f"checkpoints: {len(snap.verdicts)} verdicts from {len(tests)} tests, "
           f"{n_samples} samples, {len(text) / 1e6:.1f} MB")
@@ -106,6 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  generate_latest, new one  {t_render_cold * 1e3:8.1f} ms  (collect + formatting)")
     print(f"  generate_latest, same one {t_render_warm * 1e3:8.1f} ms  (families reused)")
     print(f"  plan()                    {t_plan * 1e3:8.1f} ms")
+    print(f"  /board page               {t_board * 1e3:8.1f} ms  ({len(page) / 1e3:.0f} KB; "
+          "drawn at most every 2 s, whatever the number of screens)")
 
 
 if __name__ == "__main__":

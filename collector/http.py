@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client import generate_latest
 
 from .api import MAX_BODY_BYTES, Api, Response
+from .board import board_response
 from .exposition import CONTENT_TYPE
 from .runbook import Runbook
 from .state import FleetState
@@ -52,6 +53,8 @@ class Handler(BaseHTTPRequestHandler):
             self._reply(self.server.runbook.html_response())
         elif path == "/runbook.md":
             self._reply(self.server.runbook.markdown_response())
+        elif path == "/board":
+            self._reply(board_response(self.server.api, self.path.partition("?")[2]))
         else:
             self._send(404, "text/plain; charset=utf-8", [b"not found: try /metrics\n"])
 

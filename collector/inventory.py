@@ -92,7 +92,12 @@ def parse_inventory(raw: Any) -> Inventory:
     for slug, info in provinces_raw.items():
         if not is_slug(slug):
             raise InventoryError(f"province {slug!r} is not a slug")
-        provinces[slug] = (info or {}).get("name", slug) if isinstance(info, dict) else str(info)
+        if info is None:  # "thanh-hoa:" with nothing after it: the slug names it
+            provinces[slug] = slug
+        elif isinstance(info, dict):
+            provinces[slug] = str(info.get("name") or slug)
+        else:
+            provinces[slug] = str(info)
     sites_raw = raw.get("sites") or []
     if not isinstance(sites_raw, list):
         raise InventoryError("sites must be a list")

@@ -3,6 +3,7 @@
     bridgewatch-collector --config collector.yaml           # the service
     bridgewatch-collector schedule check|import|list ...    # the schedule (see --help)
     bridgewatch-collector report --config collector.yaml --session ID [--out DIR]
+    bridgewatch-collector dashboards push --inventory inventory.yaml --url URL  # GRAFANA_TOKEN
 """
 
 from __future__ import annotations
@@ -157,6 +158,10 @@ def main(argv: list[str] | None = None) -> int:
         return schedule_main(argv[1:])
     if argv[:1] == ["report"]:
         return report_main(argv[1:])
+    if argv[:1] == ["dashboards"]:
+        from .grafana_push import main as dashboards_main
+
+        return dashboards_main(argv[1:])
     parser = argparse.ArgumentParser(prog="bridgewatch-collector", description=__doc__)
     parser.add_argument("--config", required=True, help="collector YAML file")
     parser.add_argument("--log-level", default="INFO")

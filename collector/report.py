@@ -14,10 +14,7 @@ criterion reads the same here as in the checklist and the alerts.
 
 from __future__ import annotations
 
-import base64
 import csv
-import hashlib
-import html
 import io
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +25,9 @@ from agent.durations import spoken
 from agent.readiness.catalogue import CRITERIA
 from agent.readiness.criteria import COMPARATORS
 from agent.wire import Criterion
+from collector.htmlpage import csp_for
+from collector.htmlpage import escape as _e
+from collector.htmlpage import pick as _pick
 from collector.inventory import Site
 from collector.readiness.model import (
     VIETNAM,
@@ -129,7 +129,7 @@ STATE_LABELS: dict[str, tuple[str, str]] = {
     "missed": ("Quá hạn", "Missed"),
 }
 # A mark beside the word, so the state also reads at a glance on a black-and-white copy.
-_STATE_MARK = {"passed": "✓", "failed": "✗", "pending": "○", "missed": "⊘"}
+STATE_MARK = {"passed": "✓", "failed": "✗", "pending": "○", "missed": "⊘"}
 
 TRIGGER_LABELS: dict[str, tuple[str, str]] = {
     "schedule": ("theo lịch", "scheduled"),
@@ -158,15 +158,6 @@ _LIMIT_SIGNS = {"<=": "≤ ", "<": "< ", ">=": "≥ ", "|<=|": "±", "=": ""}
 def _w(key: str, lang: str) -> str:
     vi, en = _T[key]
     return en if lang == "en" else vi
-
-
-def _pick(pair: tuple[str, str], lang: str) -> str:
-    return pair[1] if lang == "en" else pair[0]
-
-
-def _e(value: object) -> str:
-    """HTML-escape anything shown: titles, names and requesters come from outside."""
-    return html.escape(str(value), quote=True)
 
 
 def _bi(pair: tuple[str, str], lang: str) -> str:
@@ -250,7 +241,7 @@ def criterion_advice(name: str, lang: str = "vi") -> str:
     return info.advice_en if lang == "en" else info.advice_vi
 
 
-def _offset_label(offset: timedelta, lang: str) -> str:
+def offset_label(offset: timedelta, lang: str) -> str:
     """``T-24 giờ``, ``T-3 ngày``, ``T`` (with a real minus sign): where the checkpoint is."""
     seconds = int(offset.total_seconds())
     if seconds == 0:
@@ -275,8 +266,8 @@ def checkpoint_labels(checkpoints: Sequence[CheckpointSpec]) -> dict[str, tuple[
         if spec.kind == "test" and n_tests > 1:
             test_no += 1
             vi, en = f"{vi} lần {test_no}", f"{en} {test_no}"
-        labels[spec.name] = (f"{vi} ({_offset_label(spec.offset, 'vi')})",
-                             f"{en} ({_offset_label(spec.offset, 'en')})")
+        labels[spec.name] = (f"{vi} ({offset_label(spec.offset, 'vi')})",
+                             f"{en} ({offset_label(spec.offset, 'en')})")
     return labels
 
 
@@ -400,10 +391,7 @@ footer { margin-top: 8mm; font-size: 0.8em; color: #333; text-align: center; }
 }
 """.strip()
 
-_CSS_HASH = base64.b64encode(hashlib.sha256(_CSS.encode()).digest()).decode()
-# The page allows its own stylesheet and nothing else: no script, no request, no form.
-CSP = (f"default-src 'none'; style-src 'sha256-{_CSS_HASH}'; img-src data:; "
-       "base-uri 'none'; form-action 'none'")
+CSP = csp_for(_CSS)
 
 
 def _state_cell(verdict: Verdict | None, lang: str, with_failing: bool = True) -> str:
@@ -411,7 +399,7 @@ def _state_cell(verdict: Verdict | None, lang: str, with_failing: bool = True) -
         return f'<td class="state">— {_bi(_T["not_evaluated"], lang)}</td>'
     state = verdict.state
     pair = STATE_LABELS.get(state, (state, state))
-    mark = _STATE_MARK.get(state, "")
+    mark = STATE_MARK.get(state, "")
     failing = ""
     if with_failing and verdict.failing:
         names = ", ".join(criterion_label(n, lang) for n in verdict.failing)
@@ -450,7 +438,7 @@ def _test_block(report: ReportData, test: TestRecord, checkpoint: str | None,
     return (
         f'<div class="test" data-test-id="{_e(test.test_id)}">'
         f"<h4>{_e(_w('test', lang))}: {_e(format_time(test.finished, lang))}"
-        f" — {_e(_STATE_MARK[state])} {_e(_pick(STATE_LABELS[state], lang))}</h4>"
+        f" — {_e(STATE_MARK[state])} {_e(_pick(STATE_LABELS[state], lang))}</h4>"
         f'<p class="small">{_e(_w("for_checkpoint", lang))}: {_e(where)}; '
         f"{_e(_w('trigger', lang))}: {_e(trigger)}; "
         f"{_e(_w('requested_by', lang))}: {_e(test.requested_by)}; "

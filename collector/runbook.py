@@ -19,8 +19,6 @@ collector's log names the path it looked for.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import html
 import logging
 import re
@@ -33,6 +31,7 @@ from typing import Any
 import markdown
 
 from .api import Response
+from .htmlpage import csp_for
 from .report import HTML_CONTENT_TYPE
 from .selfmetrics import LogOnce
 
@@ -87,10 +86,7 @@ a.top { position: fixed; right: 0.75rem; bottom: 0.75rem; padding: 0.4rem 0.7rem
 @media print { a.top, nav { display: none; } }
 """.strip()
 
-# The report's rule: the page's own stylesheet (by hash) and nothing else.
-_CSS_HASH = base64.b64encode(hashlib.sha256(_CSS.encode()).digest()).decode()
-CSP = (f"default-src 'none'; style-src 'sha256-{_CSS_HASH}'; img-src data:; "
-       "base-uri 'none'; form-action 'none'")
+CSP = csp_for(_CSS)
 _HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
             "Cache-Control": "no-cache"}
 

@@ -50,8 +50,6 @@ AGENT_INFO = Family("bridge_agent_info", "gauge", "Agent version and host, value
 PROBE_SUCCESS = Family("bridge_probe_success", "gauge", "1 when the probe's last run succeeded.")
 PROBE_DURATION = Family("bridge_probe_duration_seconds", "gauge",
                         "Duration of the probe's last run.")
-TEST_PASSED = Family("bridge_test_last_passed", "gauge", "1 when the site's last test passed.")
-TEST_TIME = Family("bridge_test_last_timestamp_seconds", "gauge", "Time of the site's last test.")
 SITE_INFO = Family("bridge_site_info", "gauge", "Inventory entry of the site, value 1.")
 SITE_BANDWIDTH = Family("bridge_site_required_bandwidth_bits_per_second", "gauge",
                         "Link bandwidth the site needs for a session.")
@@ -59,8 +57,9 @@ SITE_LAT = Family("bridge_site_latitude_degrees", "gauge", "Latitude of the brid
 SITE_LON = Family("bridge_site_longitude_degrees", "gauge", "Longitude of the bridge room.")
 
 FLEET_FAMILIES = [SITE_INFO, SITE_BANDWIDTH, SITE_LAT, SITE_LON, UP, CONNECTED, LAST_SEEN,
-                  RECEIVED, DUPLICATE, LOST, AGENT_INFO, PROBE_SUCCESS, PROBE_DURATION,
-                  TEST_PASSED, TEST_TIME]
+                  RECEIVED, DUPLICATE, LOST, AGENT_INFO, PROBE_SUCCESS, PROBE_DURATION]
+# A site's latest test (bridge_test_last_*) is exposed by the readiness service alone, from
+# its durable store: one family per name, and the same answer after a restart.
 CATALOGUE_FAMILIES = {name: Family(spec.exposed_name, spec.type, spec.help)
                       for name, spec in wire.CATALOGUE.items()}
 PROBE_FAMILIES = (PROBE_SUCCESS.name, PROBE_DURATION.name)
@@ -170,9 +169,6 @@ class FleetState:
         self._seen(state, now, changes)
         if isinstance(message, wire.Telemetry):
             self._apply_telemetry(state, message, now)
-        else:
-            changes[TEST_PASSED.name] = self._flag(TEST_PASSED, state, message.passed)
-            changes[TEST_TIME.name] = self._line(TEST_TIME, state, message.ts)
         return True
 
     def _mark(self, state: SiteState, now: float) -> None:

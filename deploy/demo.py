@@ -159,7 +159,10 @@ class Demo:
         self.prometheus_port = pick_port(args.prometheus_port, 9090)
         self.alertmanager_port = pick_port(args.alertmanager_port, 9093)
         self.reflector_port = pick_port(args.reflector_port, 8620)  # UDP echo
-        self.reflector_tcp_port = pick_port(None, 8621)  # bandwidth tests
+        # Bandwidth tests: beside the UDP port when it was chosen for us, else any free port
+        # (two demos started side by side, as tests do, must not race for 8621).
+        self.reflector_tcp_port = pick_port(None, 8621) if args.reflector_port is None \
+            else any_free_port()
         self.parts: list[tuple[str, Process]] = []
         self.upsd: Upsd | None = None
         self.sink: PagingSink | None = None
@@ -264,6 +267,8 @@ class Demo:
             f"  Số liệu / metrics:   http://127.0.0.1:{self.collector_port}/metrics",
             f"  Phiên / sessions:    http://127.0.0.1:{self.collector_port}/api/sessions   "
             f"biên bản / report: http://127.0.0.1:{self.collector_port}/report/tcd-demo-1.html",
+            f"  Bảng sẵn sàng / board: http://127.0.0.1:{self.collector_port}/board   "
+            "(English: /board?lang=en)",
             f"      mã API / API token: {self.workdir}/api-tokens",
             f"  Cảnh báo / alerts:   {prom}/alerts   Alertmanager "
             f"http://127.0.0.1:{self.alertmanager_port}   "

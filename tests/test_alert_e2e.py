@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import sys
+import urllib.request
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -188,6 +189,14 @@ def test_failing_bridge_pages_its_technician_and_resolves(tmp_path: Path) -> Non
                        if t["passed"] and finished(t) > failed_at]
             assert passing, site_tests(http_port, WEAK)
             passed_at = finished(passing[0])
+            # One family per metric name on /metrics: a name exposed twice (fleet state and
+            # readiness) makes the rules' one-to-one joins fail with duplicate series.
+            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics",
+                                        timeout=10) as answer:
+                types = [line.split()[2] for line in answer.read().decode().splitlines()
+                         if line.startswith("# TYPE ")]
+            assert "bridge_test_last_passed" in types
+            assert sorted(t for t in set(types) if types.count(t) > 1) == []
             # Nothing went to the national on-call.
             assert not [r for r in sink.requests() if "trung-uong" in r.path], sink.requests()
         finally:

@@ -6,8 +6,6 @@ looks."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -20,6 +18,7 @@ from collector.inventory import load_inventory
 from deploy.demo import INVENTORY, real_agent_site
 from deploy.localstack import free_port, wait_until
 from tests.conftest import require_binary
+from tests.demo_process import start_demo
 
 pytestmark = pytest.mark.real
 
@@ -58,14 +57,7 @@ def test_demo_shows_every_bridge_up_and_this_machine_real(tmp_path: Path) -> Non
     prometheus_port = free_port()
     prometheus = f"http://127.0.0.1:{prometheus_port}"
     output = tmp_path / "demo.out"
-    with output.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "deploy.demo", "--seconds", str(RUN_SECONDS),
-             "--workdir", str(tmp_path / "demo"), "--flaky", "0",
-             "--broker-port", str(free_port()), "--collector-port", str(free_port()),
-             "--prometheus-port", str(prometheus_port), "--reflector-port", str(free_port()),
-             "--alertmanager-port", str(free_port())],
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    proc = start_demo(tmp_path / "demo", RUN_SECONDS, prometheus_port, output)
     try:
         wait_until(lambda: sites_up(prometheus) == {s.id for s in sites}, RUN_SECONDS - 5,
                    "bridge_up 1 for every inventory site", interval=1)

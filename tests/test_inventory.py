@@ -62,3 +62,12 @@ def test_shards_partition_the_sites_stably() -> None:
     assert [set(inv.shard(i, 3).sites) for i in range(3)] == owned, "stable"
     with pytest.raises(InventoryError, match="shard"):
         inv.shard(3, 3)
+
+
+def test_province_names_fall_back_to_the_slug() -> None:
+    """A province listed with no name (``thanh-hoa:``) is named by its slug, not "None"."""
+    inventory = parse_inventory({"provinces": {"thanh-hoa": None, "ha-noi": {},
+                                               "dong-thap": {"name": "Đồng Tháp"},
+                                               "hue": "Thành phố Huế"}, "sites": []})
+    assert inventory.provinces == {"thanh-hoa": "thanh-hoa", "ha-noi": "ha-noi",
+                                   "dong-thap": "Đồng Tháp", "hue": "Thành phố Huế"}
