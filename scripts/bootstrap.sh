@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(mosquitto mosquitto-clients prometheus python3-venv openssl iproute2 nftables
           nut-server snmpsim chrony chromium fonts-dejavu-core
-          prometheus-smokeping-prober prometheus-alertmanager)
+          prometheus-smokeping-prober prometheus-alertmanager
+          systemd)  # systemd-analyze verifies the agent role's unit (no systemd as PID 1 needed)
 SERVICES=(mosquitto prometheus prometheus-smokeping-prober nut-server nut-monitor chrony
           prometheus-alertmanager)
 VENV=.venv
