@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -217,9 +218,28 @@ def test_concurrent_tests_are_capped() -> None:
     with running(max_concurrent_bandwidth_tests=1) as reflector, \
             socket.create_connection(("127.0.0.1", reflector.tcp_port)) as holder:
         _hello(holder)  # holds the only slot while it says nothing
-        with pytest.raises(bandwidth.BandwidthError, match="busy"):
-            bandwidth.run_test("127.0.0.1", reflector.tcp_port, KEY, "download", 0.5)
+        with pytest.raises(bandwidth.ReflectorBusy, match="busy"):
+            bandwidth.run_test("127.0.0.1", reflector.tcp_port, KEY, "download", 0.5,
+                               busy_wait=0)
         assert reflector.refusals.counts == {"busy": 1}
+
+
+def test_a_busy_reflector_delays_a_test_instead_of_failing_it() -> None:
+    """Every bridge is ordered when a window opens: a test refused as busy waits (growing,
+    jittered pauses) and runs once the slot frees, so a healthy bridge does not fail its
+    bandwidth criteria for the reflector's limit."""
+    with running(max_concurrent_bandwidth_tests=1) as reflector:
+        holder = socket.create_connection(("127.0.0.1", reflector.tcp_port))
+        _hello(holder)  # holds the only slot...
+        freed = threading.Timer(1.5, holder.close)  # ...until another bridge's test ends
+        freed.start()
+        try:
+            result = bandwidth.run_test("127.0.0.1", reflector.tcp_port, KEY, "download", 0.5)
+        finally:
+            freed.cancel()
+            holder.close()
+        assert result.direction == "download" and result.bits_per_second > 0
+        assert reflector.refusals.counts["busy"] >= 1
 
 
 # --- configuration and the command ---------------------------------------------------------

@@ -55,6 +55,14 @@ class BandwidthError(RuntimeError):
     """The test could not run or complete (refused, timed out, connection lost)."""
 
 
+class ReflectorBusy(BandwidthError):
+    """The reflector runs its maximum of tests at once: a reason to wait, not a result."""
+
+
+BUSY_WAIT_SECONDS = 30.0  # how long a test waits in all for a busy reflector to free up
+BUSY_FIRST_PAUSE = 1.0  # then doubling, with jitter, so bridges ordered together spread out
+
+
 @dataclass(frozen=True)
 class BandwidthResult:
     direction: str
@@ -182,12 +190,34 @@ def send_line(sock: socket.socket, obj: dict[str, Any]) -> None:
 
 def run_test(host: str, port: int, key: bytes, direction: str,
              seconds: float = DEFAULT_SECONDS, progress: Progress | None = None,
-             connect_timeout: float = 5.0) -> BandwidthResult:
-    """Run one upload or download test; BandwidthError says why one could not be had."""
+             connect_timeout: float = 5.0,
+             busy_wait: float = BUSY_WAIT_SECONDS) -> BandwidthResult:
+    """Run one upload or download test; BandwidthError says why one could not be had.
+
+    When a window opens the collector orders every bridge's test at once, and the central
+    reflector runs only a few bandwidth tests at a time: a "busy" refusal is retried after
+    a growing, jittered pause for up to ``busy_wait`` seconds, so it delays the test
+    instead of failing a healthy bridge's bandwidth criteria.
+    """
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
     if not seconds > 0:
         raise ValueError("seconds must be > 0")
+    give_up = time.monotonic() + busy_wait
+    pause = BUSY_FIRST_PAUSE
+    while True:
+        try:
+            return _one_test(host, port, key, direction, seconds, progress, connect_timeout)
+        except ReflectorBusy:
+            wait = pause * (0.5 + secrets.randbelow(1000) / 1000)
+            if time.monotonic() + wait > give_up:
+                raise
+            time.sleep(wait)
+            pause *= 2
+
+
+def _one_test(host: str, port: int, key: bytes, direction: str, seconds: float,
+              progress: Progress | None, connect_timeout: float) -> BandwidthResult:
     try:
         sock = socket.create_connection((host, port), timeout=connect_timeout)
     except OSError as err:
@@ -198,6 +228,8 @@ def run_test(host: str, port: int, key: bytes, direction: str,
             reader = LineReader(sock)
             hello = reader.read(time.monotonic() + connect_timeout)
             if "nonce" not in hello:
+                if hello.get("error") == "busy":
+                    raise ReflectorBusy("reflector refused: busy")
                 raise BandwidthError(f"reflector refused: {hello.get('error', hello)}")
             send_line(sock, {"v": 1, "direction": direction, "seconds": seconds,
                              "hmac": request_mac(key, str(hello["nonce"]), direction,
