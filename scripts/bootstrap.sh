@@ -10,9 +10,10 @@ cd "$(dirname "$0")/.."
 PACKAGES=(mosquitto mosquitto-clients prometheus python3-venv openssl iproute2 nftables
           nut-server snmpsim chrony chromium fonts-dejavu-core
           prometheus-smokeping-prober prometheus-alertmanager
+          prometheus-mqtt-exporter  # mqtt2prometheus: the peer in bench/national_bench.py
           systemd)  # systemd-analyze verifies the agent role's unit (no systemd as PID 1 needed)
 SERVICES=(mosquitto prometheus prometheus-smokeping-prober nut-server nut-monitor chrony
-          prometheus-alertmanager)
+          prometheus-alertmanager prometheus-mqtt-exporter)
 VENV=.venv
 STAMP=$VENV/.bootstrap-pyproject
 
