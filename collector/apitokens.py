@@ -3,11 +3,13 @@
 The file holds one ``<name> <token>`` per line (``#`` comments allowed); the name is who
 the token belongs to and is recorded with what it did ("requested by noc-tran"). Tokens
 are compared in constant time, every one of them, so the answer's timing says nothing
-about how close a guess was.
+about how close a guess was; what is compared is each side's SHA-256, so not even a
+token's length shows. No file configured means no token is valid: the API is read-only.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import re
 from pathlib import Path
@@ -18,7 +20,7 @@ _NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 
 class ApiTokens:
     def __init__(self, tokens: dict[str, str]) -> None:
-        self._tokens = [(name, token.encode()) for name, token in tokens.items()]
+        self._tokens = [(name, _digest(token.encode())) for name, token in tokens.items()]
 
     @classmethod
     def load(cls, path: Path | None) -> ApiTokens:
@@ -43,11 +45,16 @@ class ApiTokens:
 
     def who(self, authorization: str | None) -> str | None:
         """The token's owner for an ``Authorization: Bearer <token>`` header, else None."""
-        if not authorization or not authorization.startswith("Bearer "):
+        scheme, _, credentials = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer":  # the scheme is case-insensitive (RFC 9110 11.1)
             return None
-        offered = authorization[len("Bearer "):].strip().encode()
+        offered = _digest(credentials.strip().encode("utf-8", "surrogateescape"))
         owner = None
         for name, token in self._tokens:  # no early exit: every token is compared
             if hmac.compare_digest(offered, token):
                 owner = name
         return owner
+
+
+def _digest(token: bytes) -> bytes:
+    return hashlib.sha256(token).digest()

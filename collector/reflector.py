@@ -17,6 +17,17 @@ number. Every refusal is counted by reason and logged once per source and reason
 flood does not flood the log). Replies go out unsigned by anything but the key: a host
 with several addresses should listen on the one the agents use.
 
+Before a bandwidth request is authenticated, the reflector reads at most one line of
+``agent.link.bandwidth.MAX_LINE_BYTES`` (64 KiB), and only for ``_REQUEST_TIMEOUT``
+seconds in all, however slowly it trickles in: a peer that sends nothing, too slowly, or
+garbage without an end is cut off and counted (``timeout``, ``line_too_long``,
+``bad_request``), and its test slot is free again.
+
+It has **no HTTP surface**: nothing here speaks HTTP, serves a page or takes a token. Its
+refusal counts are written to the log when it stops. Should they ever be scraped, the
+proposal is a read-only ``/metrics`` bound to loopback and served by the collector's
+hardened ``collector.http`` server, not a second HTTP server here.
+
 Example ``reflector.yaml``::
 
     listen: 0.0.0.0
@@ -358,22 +369,26 @@ class Reflector:
 
     def _serve(self, conn: socket.socket, source: str) -> None:
         try:
-            with conn:
-                self._bandwidth_test(conn, source)
+            self._bandwidth_test(conn, source)
         except OSError as err:
             log.info("bandwidth test from %s ended: %s", source, err)
         finally:
-            self._slots.release()
+            self._slots.release()  # before the close: a peer that sees it may come back now
+            conn.close()
 
     def _bandwidth_test(self, conn: socket.socket, source: str) -> None:
         bandwidth.tune(conn)
         nonce = bandwidth.new_nonce()
         conn.settimeout(_REQUEST_TIMEOUT)
         bandwidth.send_line(conn, {"v": 1, "nonce": nonce})
+        reader = bandwidth.LineReader(conn)
+        deadline = time.monotonic() + _REQUEST_TIMEOUT  # for the whole line, not each read
         try:
-            request = bandwidth.LineReader(conn).read(time.monotonic() + _REQUEST_TIMEOUT)
+            request = reader.read(deadline)
         except bandwidth.BandwidthError as err:
-            self.refusals.refuse(source, "bad_request", str(err))
+            reason = ("line_too_long" if len(reader.buffer) > bandwidth.MAX_LINE_BYTES
+                      else "timeout" if time.monotonic() >= deadline else "bad_request")
+            self.refusals.refuse(source, reason, str(err))
             return
         direction, seconds, mac = (request.get("direction"), request.get("seconds"),
                                    request.get("hmac"))

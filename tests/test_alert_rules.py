@@ -72,6 +72,7 @@ RECORDING = {
     "bridge_checkpoint:seconds_left",
     "bridge_checkpoint:window_seconds",
     "bridge_readiness:not_ready",
+    "bridge_readiness:missed",
     "province:bridges:count",
     "province:bridges_up:sum",
     "session_checkpoint:bridges:count",

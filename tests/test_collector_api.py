@@ -147,7 +147,7 @@ def test_bodies_are_bounded_and_understood_exactly(stack: Stack) -> None:
         status, answer = stack.request("POST", "/api/tests", body)
         assert status == 400, (body, answer)
     assert stack.request("GET", "/api/sessions/khong-co")[0] == 404
-    assert stack.request("PUT", "/api/sessions")[0] in (404, 405, 501)
+    assert stack.request("PUT", "/api/sessions")[0] == 405
     assert stack.request("GET", "/api/sessions/tcd-api/confirm")[0] == 405
 
 
@@ -242,6 +242,23 @@ def test_tokens_file_is_checked(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match=message):
             ApiTokens.load(path)
     assert ApiTokens.load(None).who(f"Bearer {TOKEN}") is None  # no file: read-only
+
+
+def test_tokens_are_matched_whole_and_only_as_bearer(tmp_path: Path) -> None:
+    """The token's owner for the exact token, with the scheme in any case; nothing for a
+    prefix, the token with more after it, one of the same length, another scheme or an
+    empty header. Two tokens: each finds its own owner (every one is compared)."""
+    path = tmp_path / "tokens"
+    other = "z" * 40
+    path.write_text(f"noc-an {TOKEN}\nnoc-binh {other}\n")
+    tokens = ApiTokens.load(path)
+    assert tokens.who(f"Bearer {TOKEN}") == "noc-an"
+    assert tokens.who(f"bearer  {TOKEN} ") == "noc-an"
+    assert tokens.who(f"Bearer {other}") == "noc-binh"
+    for header in (f"Bearer {TOKEN[:-1]}", f"Bearer {TOKEN}x", "Bearer " + "y" * len(TOKEN),
+                   f"Basic {TOKEN}", TOKEN, "Bearer", "Bearer ", "", None,
+                   "Bearer \udcff" + TOKEN):
+        assert tokens.who(header) is None, header
 
 
 def test_a_shard_judges_only_its_own_bridges(tmp_path: Path) -> None:

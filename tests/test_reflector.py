@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import signal
@@ -240,6 +241,54 @@ def test_a_busy_reflector_delays_a_test_instead_of_failing_it() -> None:
             holder.close()
         assert result.direction == "download" and result.bits_per_second > 0
         assert reflector.refusals.counts["busy"] >= 1
+
+
+def _closed_by_reflector(conn: socket.socket) -> bool:
+    """True once the reflector closed the connection (EOF or reset), False while it waits."""
+    try:
+        return conn.recv(65536) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+@pytest.mark.parametrize(("what", "reason"), [
+    ("nothing", "timeout"),
+    ("a byte every 0.1 s", "timeout"),
+    ("70 KiB without a newline", "line_too_long"),
+])
+def test_a_peer_that_never_sends_a_request_is_cut_off(monkeypatch: pytest.MonkeyPatch,
+                                                      what: str, reason: str) -> None:
+    """Before it authenticates, a peer gets one line and ``_REQUEST_TIMEOUT`` (0.5 s here)
+    in all. Tried: a silent peer, one trickling garbage a byte at a time (each byte well
+    within any per-read timeout), one sending a line too long. Each is closed, counted by
+    reason, and the single test slot is free again: a real test runs right after."""
+    monkeypatch.setattr("collector.reflector._REQUEST_TIMEOUT", 0.5)
+    with running(max_concurrent_bandwidth_tests=1) as reflector:
+        with socket.create_connection(("127.0.0.1", reflector.tcp_port), timeout=REPLY_WAIT) as c:
+            _hello(c)
+            if what == "nothing":
+                assert _closed_by_reflector(c)  # REPLY_WAIT is 10 times the limit
+            elif what == "70 KiB without a newline":
+                with contextlib.suppress(OSError):  # closed while sending: a reset
+                    c.sendall(b"x" * (70 * 1024))
+                assert _closed_by_reflector(c)
+            else:
+                c.settimeout(0.1)
+                for _ in range(int(REPLY_WAIT / 0.1)):  # ~5 s of trickling at most
+                    with contextlib.suppress(TimeoutError):
+                        c.send(b"x")
+                    if _closed_by_reflector(c):
+                        break
+                else:
+                    pytest.fail("the reflector waited for the trickle to end")
+        wait_until(lambda: reflector.refusals.counts == {reason: 1}, REPLY_WAIT,
+                   f"the refusal counted as {reason}")
+        result = bandwidth.run_test("127.0.0.1", reflector.tcp_port, KEY, "download", 0.3,
+                                    busy_wait=REPLY_WAIT)
+        assert result.bits_per_second > 0
+        assert reflector.refusals.counts == {reason: 1}  # not busy: the slot was free
 
 
 # --- configuration and the command ---------------------------------------------------------
