@@ -63,6 +63,7 @@ IDLE_TIMEOUT = 30.0  # seconds a kept-alive connection may wait for its next req
 REQUEST_TIMEOUT = 30.0  # seconds from a request's first byte to the end of its body
 WRITE_TIMEOUT = 60.0  # seconds a client may take to accept each piece of an answer
 MAX_CONNECTIONS = 256  # open at once, each with its thread
+LOGGED_REASONS = frozenset({"unauthorized", "internal_error"})  # refusals the NOC must trace
 MAX_HEAD_BYTES = 32 * 1024  # all header lines together
 PAGES = ("/metrics", "/healthz", "/runbook", "/runbook.md", "/board")
 PAGE_METHODS = ("GET", "HEAD")
@@ -274,6 +275,11 @@ class Handler(BaseHTTPRequestHandler):
 
     def _count(self, reason: str) -> None:
         self.server.state.metrics.http_rejected.labels(reason).inc()
+        if reason in LOGGED_REASONS and self.server.first_in_minute(reason, self.client_address[0]):
+            # Names who, so the NOC can act on BridgeWatchCollectorApiUnauthorized; at most
+            # once a minute per source, so a guesser cannot flood the log.
+            log.warning("HTTP %s from %s: %s %s (further ones for a minute not logged)",
+                        reason, self.client_address[0], self.command, self.path[:200])
 
     def _reply(self, response: Response) -> None:
         reason = response.reason
@@ -304,6 +310,7 @@ class CollectorServer(ThreadingHTTPServer):
     """One thread per connection, at most ``max_connections`` of them; timeouts above."""
 
     daemon_threads = True
+    log_every_seconds = 60.0
     idle_timeout = IDLE_TIMEOUT
     request_timeout = REQUEST_TIMEOUT
     max_connections = MAX_CONNECTIONS
@@ -316,6 +323,19 @@ class CollectorServer(ThreadingHTTPServer):
         self.runbook = runbook or Runbook()  # alerts/runbook.md beside the package
         self._open = 0
         self._open_lock = threading.Lock()
+        self._last_logged: dict[tuple[str, str], float] = {}
+
+    def first_in_minute(self, reason: str, source: str) -> bool:
+        """True when this reason from this source was not logged in the last minute."""
+        now = time.monotonic()
+        with self._open_lock:
+            if len(self._last_logged) > 4096:  # many sources: forget, never grow unbounded
+                self._last_logged.clear()
+            last = self._last_logged.get((reason, source))
+            if last is not None and now - last < self.log_every_seconds:
+                return False
+            self._last_logged[(reason, source)] = now
+            return True
 
     @property
     def open_connections(self) -> int:

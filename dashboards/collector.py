@@ -93,4 +93,12 @@ def build() -> Board:
         unit="mps", min_value=0,
         description="Trùng lặp là bình thường khi gửi lại (QoS 1); mất là bản tin tác tử "
                     "sẽ không bao giờ gửi được."), 8, 8)
+    board.add(ts_panel(
+        "Yêu cầu HTTP bị từ chối theo lý do",
+        [target(f"sum by (reason) (rate(bridge_collector_http_rejected_total[{RATE}]))",
+                legend="{{reason}}")],
+        unit="reqps", min_value=0, thresholds=steps(GREEN, (0.05, ORANGE)),
+        description="unauthorized: thiếu hoặc sai token (cảnh báo khi trên 0,05/giây trong 10 "
+                    "phút); internal_error: lỗi của bộ thu thập (cảnh báo ngay); còn lại: "
+                    "yêu cầu sai định dạng, quá lớn, quá chậm."), 24, 8)
     return board

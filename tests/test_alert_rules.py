@@ -60,6 +60,8 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "BridgeWatchCollectorNotReceiving": ("critical", "collector"),
     "BridgeWatchCollectorRejecting": ("warning", "collector"),
     "BridgeWatchCollectorIngestLagHigh": ("warning", "collector"),
+    "BridgeWatchCollectorHttpInternalError": ("warning", "collector"),
+    "BridgeWatchCollectorApiUnauthorized": ("warning", "collector"),
 }
 
 # The recording rules the alerts and the dashboards share.

@@ -82,6 +82,8 @@ SPEC: dict[str, tuple[str, str, str]] = {
     "BridgeWatchCollectorNotReceiving": ("critical", "collector", "5m"),
     "BridgeWatchCollectorRejecting": ("warning", "collector", "15m"),
     "BridgeWatchCollectorIngestLagHigh": ("warning", "collector", "10m"),
+    "BridgeWatchCollectorHttpInternalError": ("warning", "collector", "1m"),
+    "BridgeWatchCollectorApiUnauthorized": ("warning", "collector", "10m"),
 }
 
 VI_HEADINGS = ("**Ý nghĩa**", "**Việc cần làm tại điểm cầu**", "**Khi nào báo lên**")
