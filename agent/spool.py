@@ -6,17 +6,29 @@ Sequence numbers are allocated and the payload built in the same transaction, so
 ``seq`` is never reused within an ``epoch`` (the collector deduplicates by the pair).
 A spool that cannot be read is moved aside and replaced by a new one with a new epoch:
 the agent keeps measuring rather than dying on a bad file.
+
+A full disk is one more bound: the spool grows only into its own free pages and the
+disk's free space above ``min_free_bytes``, dropping and counting the oldest messages
+beyond it, as for the other bounds. The reserve and a small write-ahead log are what
+keep a full disk recoverable: SQLite needs a little room even to delete rows, and a log
+that had filled the disk could never be checkpointed (measured: every append and every
+acknowledgement then failed, and each sample was lost uncounted). Should another program
+take the reserve too, an append that fails for a full disk drops the oldest
+``ROOM_ON_FULL_BYTES`` and tries once more.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shutil
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +41,21 @@ META_KEYS = ("epoch", "next_seq", "conn", "dropped_total")
 DEFAULT_MAX_MESSAGES = 200_000
 DEFAULT_MAX_AGE_SECONDS = 8 * 86400.0  # a long weekend's outage, plus margin
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+DEFAULT_MIN_FREE_BYTES = 1024 * 1024  # room left on the disk for the log and SQLite's own needs
+WAL_CHECKPOINT_PAGES = 128  # the write-ahead log stays near 512 KiB (SQLite's default: 4 MiB)
+ROOM_ON_FULL_BYTES = 256 * 1024  # dropped at once when the disk filled up anyway
+ACKS_ON_FULL = 8  # acknowledgements per transaction when the disk is full
 IN_MEMORY = ":memory:"
+T = TypeVar("T")
 
 
 class CorruptSpool(Exception):
     """The spool file exists but is not a spool we can trust."""
+
+
+def disk_free_bytes(path: str) -> int:
+    """Free bytes an unprivileged writer may use on the filesystem holding ``path``."""
+    return shutil.disk_usage(path).free
 
 
 class Spool:
@@ -42,15 +64,22 @@ class Spool:
     def __init__(self, path: str | Path, max_messages: int = DEFAULT_MAX_MESSAGES,
                  max_age_seconds: float = DEFAULT_MAX_AGE_SECONDS,
                  max_bytes: int = DEFAULT_MAX_BYTES,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 min_free_bytes: int = DEFAULT_MIN_FREE_BYTES,
+                 free_space: Callable[[str], int] = disk_free_bytes) -> None:
         self.path = str(path)
         self.max_messages = max_messages
         self.max_age_seconds = max_age_seconds
         self.max_bytes = max_bytes
+        self.min_free_bytes = min_free_bytes
+        self._free_space = free_space
         self._clock = clock
         self._lock = threading.Lock()
         self._warned_drop = False
+        self.disk_full = False  # True while the disk, not a configured bound, limits the spool
         self._db = self._open()
+        self._on_disk = self._db.execute("PRAGMA database_list").fetchone()[2] != ""
+        self._page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
         self.epoch = self._meta("epoch")
         self._recount()
         self._data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
@@ -63,6 +92,13 @@ class Spool:
         except (CorruptSpool, sqlite3.DatabaseError) as err:
             if "locked" in str(err) or "busy" in str(err):
                 raise  # another agent holds it: moving it aside would wreck its data
+            if _disk_trouble(err):  # a full or failing disk, not a bad file: keep it as it is
+                log.critical("Không mở được hàng đợi %s (%s): ổ đĩa đầy hoặc lỗi; giữ nguyên tệp, "
+                             "tin trong đó được gửi khi agent khởi động lại. / Spool %s cannot "
+                             "be opened (%s): disk full or failing; the file is kept as it is "
+                             "and its messages are sent after the next restart.",
+                             self.path, err, self.path, err)
+                return self._in_memory()
             aside = self._move_aside()
             log.critical("spool %s is unreadable (%s): moved it to %s and started a new spool "
                          "(new epoch); its unsent messages are not sent", self.path, err, aside)
@@ -96,6 +132,10 @@ class Spool:
             raise CorruptSpool(f"quick_check: {check}")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
+        db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+        # Only a log that grew far (a big transaction) is cut back after a checkpoint: cut
+        # at every checkpoint, it would need fresh disk space again each round.
+        db.execute(f"PRAGMA journal_size_limit={8 * WAL_CHECKPOINT_PAGES * 4096}")
         db.executescript(SCHEMA)
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -131,33 +171,44 @@ class Spool:
         """Store one message; ``build(seq, floor)`` makes its payload inside the transaction.
 
         ``floor`` is the oldest seq still pending (this seq when nothing is). Past a bound
-        the oldest messages are dropped and counted in ``dropped_total``.
+        (count, age, bytes, or the disk's free space) the oldest messages are dropped and
+        counted in ``dropped_total``. A disk that filled up anyway gets one more try after
+        dropping the oldest ``ROOM_ON_FULL_BYTES``.
         """
         with self._lock:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                self._sync()
-                seq = self._meta("next_seq")
-                oldest = db.execute("SELECT min(seq) FROM messages").fetchone()[0]
-                payload = build(seq, seq if oldest is None else oldest)
-                db.execute("INSERT INTO messages VALUES (?, ?, ?, ?)",
-                           (seq, topic, payload, self._clock()))
-                db.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (seq + 1,))
-                dropped, freed = self._enforce_bounds(seq, len(payload))
-                db.execute("COMMIT")
-            except BaseException:
-                _rollback(db)
-                raise
+            seq, payload, dropped, freed = self._again_if_full(
+                lambda: self._append(topic, build), self._drop_for_room)
             self._messages += 1 - dropped
             self._bytes += len(payload) - freed
         if dropped:
             self._log_drop(dropped)
         return seq
 
+    def _append(self, topic: str, build: Callable[[int, int], bytes]
+                ) -> tuple[int, bytes, int, int]:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            self._sync()
+            seq = self._meta("next_seq")
+            oldest = db.execute("SELECT min(seq) FROM messages").fetchone()[0]
+            payload = build(seq, seq if oldest is None else oldest)
+            # Drops first: the new row then takes the pages they freed instead of growing
+            # the file, which a full disk could not give (not even to a checkpoint).
+            dropped, freed = self._enforce_bounds(seq, len(payload))
+            db.execute("INSERT INTO messages VALUES (?, ?, ?, ?)",
+                       (seq, topic, payload, self._clock()))
+            db.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (seq + 1,))
+            db.execute("COMMIT")
+        except BaseException:
+            _rollback(db)
+            raise
+        return seq, payload, dropped, freed
+
     def _enforce_bounds(self, newest: int, added: int) -> tuple[int, int]:
         """Delete the oldest rows past any bound (never the newest); returns (rows, bytes)."""
         count, size = self._messages + 1, self._bytes + added
+        max_bytes = min(self.max_bytes, self._bytes + self._room())
         cutoff = self._clock() - self.max_age_seconds
         dropped = freed = 0
         last = None
@@ -165,17 +216,96 @@ class Spool:
             "SELECT seq, length(payload), created FROM messages WHERE seq < ? ORDER BY seq",
             (newest,))
         for seq, length, created in rows:
-            over = (count - dropped > self.max_messages or size - freed > self.max_bytes
+            over = (count - dropped > self.max_messages or size - freed > max_bytes
                     or created < cutoff)
             if not over:
                 break
             dropped, freed, last = dropped + 1, freed + length, seq
         rows.close()
+        self._delete_through(last, dropped)
+        return dropped, freed
+
+    def _delete_through(self, last: int | None, dropped: int) -> None:
         if last is not None:
             self._db.execute("DELETE FROM messages WHERE seq <= ?", (last,))
             self._db.execute("UPDATE meta SET value = value + ? WHERE key = 'dropped_total'",
                              (dropped,))
-        return dropped, freed
+
+    def _room(self) -> int:
+        """Bytes the spool may still grow by: the pages its file holds free (acknowledged
+        or dropped rows; they are reused) plus the disk's free space above the reserve.
+        Says so once when the disk starts, and stops, limiting the spool."""
+        if not self._on_disk:
+            return self.max_bytes
+        try:
+            free = self._free_space(os.path.dirname(os.path.abspath(self.path)))
+        except OSError:
+            return self.max_bytes  # cannot tell: the configured bounds still hold
+        pages = self._db.execute("PRAGMA freelist_count").fetchone()[0] * self._page_size
+        room = pages + max(0, free - self.min_free_bytes)
+        # Hysteresis: under pressure the room hovers around one message, in and out.
+        full = room < ROOM_ON_FULL_BYTES // 4 if not self.disk_full else room < ROOM_ON_FULL_BYTES
+        if full != self.disk_full:
+            self.disk_full = full
+            if full:
+                log.critical(
+                    "Ổ đĩa chứa hàng đợi %s sắp đầy (còn %.1f MiB trống): bỏ các tin cũ nhất "
+                    "để đo tiếp, số tin bỏ đếm trong agent_spool_dropped_total. / Spool disk "
+                    "almost full (%.1f MiB free): dropping the oldest messages to keep "
+                    "measuring; drops are counted in agent_spool_dropped_total.",
+                    self.path, free / 2**20, free / 2**20)
+            else:
+                log.warning("Ổ đĩa chứa hàng đợi %s đã có chỗ trống. / Spool disk has room "
+                            "again.", self.path)
+        return room
+
+    @staticmethod
+    def _again_if_full(action: Callable[[], T], relieve: Callable[[], bool]) -> T:
+        """``action()``; when the disk was full, ``relieve()`` it and, if that freed
+        anything, try once more."""
+        try:
+            return action()
+        except sqlite3.OperationalError as err:
+            if not _disk_full(err) or not relieve():
+                raise
+            return action()
+
+    def _checkpoint(self) -> bool:
+        """Copy the log into the file and have the next write start the log over: it
+        then reuses the log's disk space instead of asking a full disk for more."""
+        with contextlib.suppress(sqlite3.Error):
+            self._db.execute("PRAGMA wal_checkpoint(RESTART)")
+        return True
+
+    def _drop_for_room(self) -> bool:
+        """The disk filled up despite the reserve (another program wrote to it): move the
+        log into the file, drop the oldest ``ROOM_ON_FULL_BYTES`` and count them. False
+        when nothing could be freed."""
+        db = self._db
+        self._checkpoint()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            last, dropped, freed = None, 0, 0
+            for seq, length in db.execute("SELECT seq, length(payload) FROM messages "
+                                          "ORDER BY seq").fetchall():
+                if freed >= ROOM_ON_FULL_BYTES:
+                    break
+                last, dropped, freed = seq, dropped + 1, freed + length
+            self._delete_through(last, dropped)
+            db.execute("COMMIT")
+        except sqlite3.Error as err:
+            _rollback(db)
+            log.critical("spool %s: disk full, and dropping old messages failed too (%s); "
+                         "this sample is lost", self.path, err)
+            return False
+        self._checkpoint()
+        self._messages -= dropped
+        self._bytes -= freed
+        if dropped:
+            self.disk_full = True
+            log.critical("Ổ đĩa chứa hàng đợi %s đã đầy: bỏ %d tin cũ nhất. / Spool disk full: "
+                         "dropped the %d oldest message(s).", self.path, dropped, dropped)
+        return dropped > 0
 
     def _log_drop(self, dropped: int) -> None:
         if not self._warned_drop:
@@ -191,24 +321,36 @@ class Spool:
                 (after_seq, limit)).fetchall()
 
     def ack(self, *seqs: int) -> None:
-        """Forget acknowledged messages (one transaction); acknowledging twice is harmless."""
+        """Forget acknowledged messages (one transaction); acknowledging twice is harmless.
+        On a full disk, a few at a time, each after a checkpoint: the log's disk space
+        then holds them (measured: 300 at once did not fit)."""
         with self._lock:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
             try:
-                self._sync()
-                for seq in seqs:
-                    row = db.execute("SELECT length(payload) FROM messages WHERE seq = ?",
-                                     (seq,)).fetchone()
-                    if row is not None:
-                        db.execute("DELETE FROM messages WHERE seq = ?", (seq,))
-                        self._messages -= 1
-                        self._bytes -= row[0]
-                db.execute("COMMIT")
-            except BaseException:
-                _rollback(db)
-                self._recount()
-                raise
+                self._ack(seqs)
+            except sqlite3.OperationalError as err:
+                if not _disk_full(err):
+                    raise
+                for start in range(0, len(seqs), ACKS_ON_FULL):
+                    self._checkpoint()
+                    self._ack(seqs[start:start + ACKS_ON_FULL])
+
+    def _ack(self, seqs: tuple[int, ...]) -> None:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            self._sync()
+            for seq in seqs:
+                row = db.execute("SELECT length(payload) FROM messages WHERE seq = ?",
+                                 (seq,)).fetchone()
+                if row is not None:
+                    db.execute("DELETE FROM messages WHERE seq = ?", (seq,))
+                    self._messages -= 1
+                    self._bytes -= row[0]
+            db.execute("COMMIT")
+        except BaseException:
+            _rollback(db)
+            self._recount()
+            raise
 
     def _recount(self) -> None:
         self._messages, self._bytes = self._db.execute(
@@ -231,7 +373,9 @@ class Spool:
     def next_conn(self) -> int:
         """A new connection number, persisted so it keeps growing across restarts."""
         with self._lock:
-            self._db.execute("UPDATE meta SET value = value + 1 WHERE key = 'conn'")
+            self._again_if_full(
+                lambda: self._db.execute("UPDATE meta SET value = value + 1 WHERE key = 'conn'"),
+                self._checkpoint)
             return self._meta("conn")
 
     def stats(self) -> tuple[int, int, int]:
@@ -243,6 +387,17 @@ class Spool:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _disk_trouble(err: Exception) -> bool:
+    """SQLITE_FULL or an I/O error (measured on a full disk: the shared-memory file
+    cannot be made): what the disk did, not what the file holds."""
+    code = getattr(err, "sqlite_errorcode", 0) & 0xFF
+    return code in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR)
+
+
+def _disk_full(err: sqlite3.Error) -> bool:
+    return getattr(err, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
 
 
 def _rollback(db: sqlite3.Connection) -> None:

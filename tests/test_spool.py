@@ -216,3 +216,105 @@ def test_counts_follow_rows_another_process_added(tmp_path: Path) -> None:
     assert agent.stats()[:2] == (1, 10)
     agent.ack(seq - 1)
     assert agent.stats()[:2] == (0, 0)
+
+
+class FakeDisk:
+    """Free space on the spool's filesystem, as the test says it is."""
+
+    def __init__(self, free: int) -> None:
+        self.free = free
+
+    def __call__(self, path: str) -> int:
+        return self.free
+
+
+def test_a_full_disk_is_a_bound_oldest_dropped_and_counted(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Below the reserve the spool stops growing: each new message drops the oldest ones,
+    counted with the other bounds' drops; it says so once, in Vietnamese and English."""
+    disk = FakeDisk(10**9)
+    spool = open_spool(tmp_path / "s.db", min_free_bytes=10**6, free_space=disk)
+    for _ in range(5):
+        spool.append("t", lambda seq, floor: bytes(100))
+    assert not spool.disk_full
+    disk.free = 10**6 + 50  # room for half a message above the reserve
+    with caplog.at_level(logging.WARNING, logger="agent.spool"):
+        for _ in range(3):
+            spool.append("t", lambda seq, floor: bytes(100))
+    assert seqs(spool) == [4, 5, 6, 7, 8]
+    assert spool.stats() == (5, 500, 3)
+    assert spool.disk_full
+    said = [r.message for r in caplog.records if "Ổ đĩa" in r.message]
+    assert len(said) == 1 and "Spool disk almost full" in said[0]
+    disk.free = 10**9
+    spool.append("t", lambda seq, floor: bytes(100))
+    assert spool.stats() == (6, 600, 3) and not spool.disk_full
+
+
+def test_pages_freed_inside_the_file_are_room_on_a_full_disk(tmp_path: Path) -> None:
+    """Acknowledged rows leave free pages in the file: a spool on a full disk reuses
+    them before it drops anything, and drops once they are used up."""
+    disk = FakeDisk(10**9)
+    spool = open_spool(tmp_path / "s.db", min_free_bytes=10**6, free_space=disk)
+    for _ in range(10):
+        spool.append("t", lambda seq, floor: bytes(3000))  # a page each
+    spool.ack(1, 2, 3, 4, 5)
+    disk.free = 0
+    for _ in range(3):
+        spool.append("t", lambda seq, floor: bytes(3000))
+    assert spool.stats() == (8, 24000, 0)
+    for _ in range(10):
+        spool.append("t", lambda seq, floor: bytes(3000))
+    messages, _, dropped = spool.stats()
+    assert dropped > 0 and messages + dropped == 18
+    assert seqs(spool) == list(range(5 + dropped + 1, 24))
+
+
+def test_disk_full_error_drops_the_oldest_and_stores_the_sample(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Should SQLite still say "database or disk is full" (another program took the
+    reserve), the oldest are dropped and counted and the append tried once more, so the
+    newest sample is kept. SQLite's max_page_count makes that error without a full disk."""
+    spool = open_spool(tmp_path / "s.db")
+    for _ in range(40):
+        spool.append("t", lambda seq, floor: bytes(3000))
+    pages = spool._db.execute("PRAGMA page_count").fetchone()[0]
+    spool._db.execute(f"PRAGMA max_page_count = {pages}")
+    with caplog.at_level(logging.CRITICAL, logger="agent.spool"):
+        for _ in range(10):
+            spool.append("t", lambda seq, floor: bytes(3000))
+    assert seqs(spool)[-1] == 50
+    messages, _, dropped = spool.stats()
+    assert dropped > 0 and messages + dropped == 50
+    assert seqs(spool) == list(range(dropped + 1, 51))  # the oldest went
+    assert any("Spool disk full" in r.message for r in caplog.records)
+
+
+def test_a_disk_error_at_open_keeps_the_spool_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A full disk (SQLite cannot make its shared-memory file: "disk I/O error") is not a
+    bad file: the spool is kept where it is, not moved aside under a new epoch. The real
+    full disk is in tests/test_fault_agent.py."""
+    path = tmp_path / "s.db"
+    spool = open_spool(path)
+    spool.append("t", payload)
+    spool.close()
+
+    prepare = Spool._prepare
+
+    def disk_trouble(self: Spool, db: sqlite3.Connection) -> None:
+        if db.execute("PRAGMA database_list").fetchone()[2]:  # the file, not memory
+            err = sqlite3.OperationalError("disk I/O error")
+            err.sqlite_errorcode = sqlite3.SQLITE_IOERR_SHMSIZE  # type: ignore[attr-defined]
+            raise err
+        prepare(self, db)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Spool, "_prepare", disk_trouble)
+        with caplog.at_level(logging.CRITICAL, logger="agent.spool"):
+            stand_in = open_spool(path)
+    assert not list(tmp_path.glob("s.db.corrupt-*"))
+    assert any("disk full or failing" in r.message for r in caplog.records)
+    assert stand_in.append("t", payload) == 1  # measuring goes on, in memory
+    assert seqs(open_spool(path)) == [1]  # the file, untouched, for the next start
