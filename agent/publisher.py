@@ -10,6 +10,8 @@
   which alone owns the mid -> seq map (so an ack racing ``publish()`` is never lost). A row
   leaves the spool only on a successful PUBACK. On each (re)connect everything still in
   the spool is sent again: duplicates are dropped by the collector, losses never happen.
+- Live lane (``agent.live_lane``): while a backlog drains, fresh rows are also sent at once
+  as early copies in a few reserved slots of the window, so live data is not starved.
 - A refused publish (reason code >= 0x80) is logged once per episode, counted, left in the
   spool, and retried after an exponential back-off.
 """
@@ -31,6 +33,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from agent import __version__, wire
 from agent.broker import connect_async, make_client
 from agent.config import AgentConfig
+from agent.live_lane import LiveLane, reserve_for
 from agent.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -93,6 +96,7 @@ class Publisher:
         self._backoff = 0.0
         self._refusals_logged: set[int] = set()
         self._conn = 0
+        self._lane = LiveLane(spool, reserve_for(window))
         self._client = make_client(config.broker, client_id=config.site)
         self._client.max_inflight_messages_set(window)
         self._client.on_log = _paho_log
@@ -137,6 +141,8 @@ class Publisher:
                 log.warning("offline state not confirmed: %s", err)
         self._client.disconnect()
         self._client.loop_stop()
+        if self._lane.sent_total:
+            self.counters["live_early_copies"] = self._lane.sent_total
         log.info("stopped; counters: %s", dict(self.counters) or "none")
 
     # -- state -----------------------------------------------------------------------------
@@ -227,7 +233,8 @@ class Publisher:
 
     def _ready(self) -> bool:
         return (self._stopping or bool(self._acks) or self._reset
-                or (self._connected and self._dirty and len(self._inflight) < self._limit
+                or (self._connected and self._dirty
+                    and len(self._inflight) + len(self._lane.inflight) < self._limit
                     and time.monotonic() >= self._paused_until))
 
     def _send_loop(self) -> None:
@@ -246,6 +253,7 @@ class Publisher:
                 if reset:  # a refusal back-off outlives reconnects, or they would defeat it
                     self._inflight.clear()
                     self._cursor = 0
+                    self._lane.reset()
                     self._dirty = True
                 if connected:
                     self._send(limit)
@@ -261,6 +269,8 @@ class Publisher:
         done: list[int] = []
         for mid, reason in acks:
             seq = self._inflight.pop(mid, None)
+            if seq is None and self._lane.settle(mid):
+                continue  # an early copy: the row leaves the spool with its in-order copy
             if seq is None:
                 continue  # a resend from before the last reconnect; the row was re-sent too
             if reason.is_failure:
@@ -288,15 +298,21 @@ class Publisher:
             self._dirty = True
 
     def _send(self, limit: int) -> None:
-        room = limit - len(self._inflight)
+        room = limit - len(self._inflight) - len(self._lane.inflight)
         if room <= 0 or time.monotonic() < self._paused_until:
             return
         with self._cond:
             self._dirty = False  # cleared before reading, so a wake() meanwhile is not lost
-        rows = self.spool.pending(self._cursor, room)
-        if len(rows) == room:
+        ordered = self.spool.pending(self._cursor, room)
+        rows, early = self._lane.plan(ordered, room, len(self._inflight), limit)
+        if len(rows) == room:  # (rows held back for the reserve wait for an ack instead)
             with self._cond:
                 self._dirty = True  # the window is full; there may be more behind it
+        for seq, topic, payload in early:
+            info = self._client.publish(topic, payload, qos=1)
+            if info.rc == mqtt.MQTT_ERR_NO_CONN:
+                return
+            self._lane.sent(info.mid, seq)
         for seq, topic, payload in rows:
             info = self._client.publish(topic, payload, qos=1)
             if info.rc == mqtt.MQTT_ERR_NO_CONN:

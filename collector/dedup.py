@@ -7,6 +7,21 @@ already accepted by the broker, hence delivered to us before this message, or dr
 the agent's spool bound. So memory stays bounded: a low-water mark plus the few seqs
 that arrived above it out of order.
 
+A stream this process first meets in the middle (the collector restarted, or the site's
+spool was already numbering before it subscribed) starts at its first message: the seqs
+below that one may have been taken by the collector's previous run, which kept no record,
+so a seq missing below ``start`` is not counted lost (the agent's own
+``agent_spool_dropped_total`` still counts what its spool dropped). Counting them made
+every site report its whole history as lost after each collector restart. Above ``start``
+a gap is a real loss: the broker delivers in the order it received, so a seq sent after
+the first one we saw cannot have gone to the previous run, unless the agent sent it
+earlier than its turn (``agent.live_lane``), and those early copies are sent again in
+their turn, so nothing counted here rests on them. What a run took in but had not yet
+acknowledged when it was stopped (its last read batch at most) is delivered again and
+counted by the next run too; each run's counters start from zero for Prometheus anyway,
+and counting it once across runs would need these marks stored durably before each
+acknowledgement.
+
 An epoch names one spool (a reinstalled agent starts a new one). Epochs are told apart,
 never ordered: a PC whose clock is behind may create a "smaller" epoch than its last. The
 few most recent epochs are tracked side by side, so a late message of the previous spool
@@ -29,10 +44,13 @@ class Verdict(Enum):
 class Stream:
     """One epoch's sequence numbers: a low-water mark and what arrived above it."""
 
-    __slots__ = ("above", "low")
+    __slots__ = ("above", "low", "start")
 
-    def __init__(self) -> None:
-        self.low = 0  # every seq <= low was accepted or is known lost
+    def __init__(self, seq: int, floor: int) -> None:
+        # Below the first message's floor everything reached the broker before that message
+        # was built, so it was delivered before it: to us, or to a previous run.
+        self.low = floor - 1  # every seq <= low was accepted or is known lost
+        self.start = seq  # the first seq this process saw: gaps below it are not losses
         self.above: set[int] = set()
 
 
@@ -51,7 +69,7 @@ class SeqTracker:
         if stream is None:
             if epoch in self.retired:
                 return Verdict.OLD_EPOCH
-            stream = self.streams[epoch] = Stream()
+            stream = self.streams[epoch] = Stream(seq, floor)
             if len(self.streams) > EPOCHS_KEPT:
                 oldest = next(iter(self.streams))
                 del self.streams[oldest]
@@ -63,8 +81,9 @@ class SeqTracker:
         self.received += 1
         stream.above.add(seq)
         if floor - 1 > stream.low:
-            seen_below = sum(1 for s in stream.above if s < floor)
-            self.lost += floor - 1 - stream.low - seen_below
+            first = max(stream.low + 1, stream.start)
+            seen = sum(1 for s in stream.above if first <= s < floor)
+            self.lost += max(0, floor - first) - seen
             stream.above = {s for s in stream.above if s >= floor}
             stream.low = floor - 1
         while stream.low + 1 in stream.above:

@@ -4,6 +4,7 @@
     bridgewatch-collector schedule check|import|list ...    # the schedule (see --help)
     bridgewatch-collector report --config collector.yaml --session ID [--out DIR]
     bridgewatch-collector dashboards push --inventory inventory.yaml --url URL  # GRAFANA_TOKEN
+    bridgewatch-collector pki init-ca|server-cert|sites ...  # broker CA, certs, passwords
 """
 
 from __future__ import annotations
@@ -162,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
         from .grafana_push import main as dashboards_main
 
         return dashboards_main(argv[1:])
+    if argv[:1] == ["pki"]:
+        from .pki import main as pki_main
+
+        return pki_main(argv[1:])
     parser = argparse.ArgumentParser(prog="bridgewatch-collector", description=__doc__)
     parser.add_argument("--config", required=True, help="collector YAML file")
     parser.add_argument("--log-level", default="INFO")
@@ -196,6 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     ingest.start()
     if readiness is not None:
         readiness[0].sender.start()  # type: ignore[union-attr]
+        # Verdicts drawn before /metrics first answers: a scrape right after a restart must
+        # not see an empty readiness snapshot (the readiness alerts would glitch).
+        try:
+            readiness[0].tick()
+        except Exception:
+            log.exception("first readiness tick failed")
         threading.Thread(target=readiness[0].run, name="readiness", daemon=True).start()
     threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
     log.info("collector up: %d sites, /metrics on http://%s:%d/metrics", len(inventory.sites),

@@ -10,11 +10,24 @@ up/down, test results) are rendered immediately.
 Staleness is explicit: a site that goes silent or whose Last Will says offline gets
 ``bridge_up 0`` and loses its measured series (Prometheus marks them stale) instead of
 showing frozen values.
+
+History is not news: a spooled sample that arrives after a newer one of the same site (a
+day's backlog draining behind the agent's live samples, see ``agent.live_lane``) and is
+older than it by more than the site's stale window is counted, but neither becomes the
+current view nor refreshes ``bridge_up`` or last-seen. "Newer" is the agent's own order,
+a higher seq of the same epoch, or a spool (epoch) not seen before, so a clock the agent
+steps back never makes fresh samples look old; a late message of an older spool is
+judged by its timestamp.
+
+At DEBUG, the ``bridgewatch.collector.accepted`` logger writes one line per accepted
+message (site, kind, epoch, seq, the agent's ts and the collector's time): the trail that
+shows which message reached the collector when, for a fault hunt or a drain measurement.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +42,7 @@ from .inventory import Inventory, Site
 from .selfmetrics import LogOnce, SelfMetrics
 
 log = logging.getLogger("bridgewatch.collector")
+trail = logging.getLogger("bridgewatch.collector.accepted")
 
 RENDER_DELAY_SECONDS = 1.0
 STALE_INTERVALS = 3.0  # a site or probe is stale after missing this many reports
@@ -65,6 +79,35 @@ CATALOGUE_FAMILIES = {name: Family(spec.exposed_name, spec.type, spec.help)
 PROBE_FAMILIES = (PROBE_SUCCESS.name, PROBE_DURATION.name)
 
 
+@dataclass(frozen=True)
+class TrailEntry:
+    """One line of the ``bridgewatch.collector.accepted`` trail (see the module doc)."""
+
+    verdict: str  # "accepted" or "duplicate"
+    site: str
+    kind: str  # "telemetry" or "test"
+    epoch: int
+    seq: int
+    ts: float  # the agent's timestamp of the message
+    at: float  # when the collector took it in
+
+
+_TRAIL_LINE = re.compile(r"\b(accepted|duplicate) (\S+) (telemetry|test) epoch=(\d+) "
+                         r"seq=(\d+) ts=([\d.]+) at=([\d.]+)$")
+
+
+def read_trail(log_text: str) -> list[TrailEntry]:
+    """The trail entries in a collector log, in the order the collector took them in."""
+    entries = []
+    for line in log_text.splitlines():
+        match = _TRAIL_LINE.search(line)
+        if match:
+            verdict, site, kind, epoch, seq, ts, at = match.groups()
+            entries.append(TrailEntry(verdict, site, kind, int(epoch), int(seq), float(ts),
+                                      float(at)))
+    return entries
+
+
 @dataclass(slots=True)
 class ProbeView:
     report: wire.ProbeReport
@@ -87,6 +130,7 @@ class SiteState:
     dirty_since: float | None = None  # None: nothing waits to be rendered
     rendered: dict[str, list[wire.Row]] = field(default_factory=dict)  # what the cache shows
     heads: dict[str, str] = field(default_factory=dict)  # metric -> 'bridge_x{<site labels>'
+    newest: tuple[int, int, float] | None = None  # (epoch, seq, ts) of the newest telemetry
 
 
 Changes = dict[str, bytes | None]
@@ -106,6 +150,7 @@ class FleetState:
         self._lock = threading.Lock()
         self._pending: dict[str, SiteState] = {}  # oldest dirty_since first
         self._log_once = LogOnce(log)
+        self._trail = trail.isEnabledFor(logging.DEBUG)  # read once: intake is hot
         # Told of every new (not duplicate) test result, after state took it in: the
         # readiness service stores it against its session.
         self.on_test: Callable[[wire.TestResult], None] | None = None
@@ -156,6 +201,7 @@ class FleetState:
         if isinstance(message, wire.State):
             return self._apply_state(state, message, now, changes)
         assert isinstance(message, (wire.Telemetry, wire.TestResult))
+        new_spool = message.epoch not in state.tracker.streams
         verdict = state.tracker.accept(message.epoch, message.seq, message.floor)
         if verdict is Verdict.OLD_EPOCH:
             self.reject(Reason.OLD_EPOCH, f"{state.site.id} epoch {message.epoch}",
@@ -164,12 +210,39 @@ class FleetState:
         self._mark(state, now)  # the per-site counters change either way
         if verdict is Verdict.DUPLICATE:
             self.metrics.duplicates.inc()
+            if self._trail:
+                self._trace("duplicate", state, message, now)
             return False
         self.metrics.lag.observe(max(0.0, now - message.ts))
+        if self._trail:
+            self._trace("accepted", state, message, now)
+        if isinstance(message, wire.Telemetry) and self._history(state, message, new_spool):
+            return True  # counted; what is current stays with the newer sample
         self._seen(state, now, changes)
         if isinstance(message, wire.Telemetry):
             self._apply_telemetry(state, message, now)
         return True
+
+    @staticmethod
+    def _trace(verdict: str, state: SiteState, message: wire.Telemetry | wire.TestResult,
+               now: float) -> None:
+        trail.debug("%s %s %s epoch=%d seq=%d ts=%.3f at=%.3f", verdict, state.site.id,
+                    "test" if isinstance(message, wire.TestResult) else "telemetry",
+                    message.epoch, message.seq, message.ts, now)
+
+    @staticmethod
+    def _history(state: SiteState, message: wire.Telemetry, new_spool: bool) -> bool:
+        """True for a sample older than the site's newest by more than its stale window.
+
+        A spool we had not heard of (a reinstalled agent) is the current one whatever its
+        clock says; a late message of an older spool is judged by its timestamp.
+        """
+        newest = state.newest
+        if newest is None or new_spool or (message.seq > newest[1] if message.epoch == newest[0]
+                                           else message.ts > newest[2]):
+            state.newest = (message.epoch, message.seq, message.ts)
+            return False
+        return message.ts + state.stale_after < newest[2]
 
     def _mark(self, state: SiteState, now: float) -> None:
         if state.dirty_since is None:
@@ -204,10 +277,11 @@ class FleetState:
 
     def _apply_telemetry(self, state: SiteState, message: wire.Telemetry, now: float) -> None:
         views = state.probes
+        newest = state.newest == (message.epoch, message.seq, message.ts)  # see _history
         for name, report in message.probes.items():
             old = views.get(name)
             if old is not None:
-                if old.ts > message.ts:
+                if old.ts > message.ts and not newest:
                     continue  # a late re-send of history: counted, but not the current view
                 if old.report.metrics.keys() != report.metrics.keys():
                     state.dirty.update(old.report.metrics.keys() - report.metrics.keys())
