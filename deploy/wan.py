@@ -305,9 +305,11 @@ class Wan:
                                                            abs_tol=1e-6):
             raise ValueError(f"loss ratio must be in [0, 1] in steps of 0.001, got {ratio}")
         self._loss[_direction(direction)] = per_mille
+        # All of it (a link down) is a plain drop: nft refuses "mod 1000 < 1000".
         rules = "".join(
             f'add rule inet bw forward iifname "{INGRESS[d]}" oifname "tun0" '
-            f'numgen random mod 1000 < {n} counter name "drop_{d}" drop\n'
+            + (f"numgen random mod 1000 < {n} " if n < 1000 else "")
+            + f'counter name "drop_{d}" drop\n'
             for d, n in self._loss.items() if n > 0)
         self._nft_apply("flush chain inet bw forward\n" + rules)
 

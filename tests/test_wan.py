@@ -196,6 +196,16 @@ def test_c_loss_one_way_is_binomial_and_counted_by_nft(wan: Wan, echo: Process) 
     assert len(probe_entries(entries, "up")) == sent - lost, "drops never reach the relay"
 
 
+def test_c_loss_of_everything_is_a_link_down_and_back(wan: Wan, echo: Process) -> None:
+    """A ratio of 1 (nft refuses "mod 1000 < 1000") drops every packet of that direction,
+    counted; setting it back to 0 brings the link back."""
+    wan.set_loss("up", 1.0)
+    down = ping(wan, 50, 0.002)
+    assert down["rtts"] == [] and wan.dropped("up") == 50
+    wan.set_loss("up", 0)
+    assert len(ping(wan, 50, 0.002)["rtts"]) == 50
+
+
 @pytest.mark.parametrize("direction", ["up", "down"])
 def test_d_a_tbf_cap_holds_a_tcp_bulk_transfer_within_ten_percent(
         wan: Wan, tmp_path: Path, direction: str) -> None:
