@@ -7,11 +7,13 @@ this machine (connection local): every tree under a temporary prefix, service ma
 role's venv. It runs twice and the second run must change nothing. Every rendered file is
 then read by its real consumer: the collector's own loaders, ``promtool``, ``amtool``,
 ``systemd-analyze`` and Mosquitto, started on the rendered configuration with a CA and a
-server certificate made here with ``openssl``. paho-mqtt over TLS proves the credentials
-and the ACL. Last, the end to end of issue 8: the agent role renders dt-sa-dec's agent for
-this broker, the real agent publishes and the real collector (rendered config, installed
-venv) receives it; the same credentials under another site's name are refused; and
-``check.yml`` gathers the technician's check, link measured against the rendered reflector.
+server certificate made here with ``openssl``. paho-mqtt proves the credentials, the ACL
+and the two listeners: the sites' (TLS), where a client id is its user name, and the
+collector's (127.0.0.1, plaintext), where its connections keep their own. Last, the end
+to end of issue 8: the agent role renders dt-sa-dec's agent for this broker, the real
+agent publishes and the real collector (rendered config, installed venv) receives it; the
+same credentials under another site's name are refused; and ``check.yml`` gathers the
+technician's check, link measured against the rendered reflector.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import hashlib
 import json
 import os
 import queue
+import socket
 import ssl
 import stat
 import subprocess
@@ -200,6 +203,7 @@ def extra_vars(base: Path, pki: Pki, ports: dict[str, int]) -> dict[str, Any]:
         "ansible_become": False,  # already root or not needed: no sudo here
         "bridgewatch_broker_host": "localhost",  # the name in the broker's certificate
         "bridgewatch_broker_port": ports["broker"],
+        "bridgewatch_central_mosquitto_collector_port": ports["collector_mqtt"],
         "bridgewatch_reflector_host": "127.0.0.1",
         "bridgewatch_ca_cert": str(pki.ca),
         "bridgewatch_central_prefix": str(base / "root"),
@@ -234,8 +238,8 @@ def extra_vars(base: Path, pki: Pki, ports: dict[str, int]) -> dict[str, Any]:
 def central(tmp_path_factory: pytest.TempPathFactory) -> Central:
     base = tmp_path_factory.mktemp("central")
     pki = make_pki(base)
-    ports = {"broker": free_port(), "collector": free_port(), "udp": free_port(udp=True),
-             "tcp": free_port()}
+    ports = {"broker": free_port(), "collector_mqtt": free_port(), "collector": free_port(),
+             "udp": free_port(udp=True), "tcp": free_port()}
     (base / "vars.json").write_text(json.dumps(extra_vars(base, pki, ports)))
     first = run_playbook(base, "site.yml", "--limit", CENTRAL_HOST)
     assert first.rc == 0, first.describe()
@@ -262,6 +266,9 @@ BAD_INVENTORIES = {
     "duplicate site ids": ({"bridgewatch_site_id": SITE}, "Mã điểm cầu bị trùng"),
     "undeclared province": ({"bridgewatch_province": "ha-noi"}, f"Điểm cầu {SITE}"),
     "short MQTT password": ({"bridgewatch_mqtt_password": "short"}, "mật khẩu MQTT ≥ 16"),
+    # Mosquitto would not start with two listeners on one port.
+    "one port for both listeners": ({"bridgewatch_central_mosquitto_collector_port": 8883},
+                                    "Cổng MQTT của bộ thu thập trùng"),
 }
 
 
@@ -269,7 +276,8 @@ BAD_INVENTORIES = {
 def test_preflight_refuses_a_bad_inventory_before_writing(tmp_path: Path, case: str) -> None:
     override, expected = BAD_INVENTORIES[case]
     fake = Pki(tmp_path / "ca.crt", tmp_path / "broker.crt", tmp_path / "broker.key")
-    ports = {"broker": 8883, "collector": 9108, "udp": 8620, "tcp": 8621}
+    ports = {"broker": 8883, "collector_mqtt": 8884, "collector": 9108, "udp": 8620,
+             "tcp": 8621}
     (tmp_path / "vars.json").write_text(json.dumps(extra_vars(tmp_path, fake, ports)))
     run = run_playbook(tmp_path, "site.yml", "--limit", CENTRAL_HOST, "-e", json.dumps(override))
     assert run.rc != 0
@@ -311,10 +319,12 @@ def test_collector_and_reflector_configs_load(central: Central) -> None:
     assert config.inventory == central.etc / "inventory.yaml"
     assert (config.listen_host, config.listen_port) == ("127.0.0.1", central.ports["collector"])
     broker = config.broker
+    # The broker's listener for the collector: loopback, no TLS (its connections keep
+    # their client ids there).
     assert (broker.host, broker.port, broker.username) == (
-        "localhost", central.ports["broker"], COLLECTOR_USER)
+        "127.0.0.1", central.ports["collector_mqtt"], COLLECTOR_USER)
     assert broker.password() == central.password(COLLECTOR_USER)
-    assert broker.tls and Path(broker.ca_file or "").read_bytes() == central.pki.ca.read_bytes()
+    assert not broker.tls
     assert config.runbook_file == central.etc / "runbook.md"
     assert config.runbook_file.read_bytes() == (ROOT / "alerts" / "runbook.md").read_bytes()
     assert config.readiness is not None
@@ -476,8 +486,9 @@ def broker(central: Central) -> Iterator[Process]:
     process = Process([require_binary("mosquitto"), "-c", str(workdir / "mosquitto.conf")],
                       workdir / "mosquitto.log")
     process.start()
-    port = central.ports["broker"]
-    wait_until(lambda: port_open(port) or not process.running, 10, "mosquitto to listen")
+    for port in (central.ports["broker"], central.ports["collector_mqtt"]):
+        wait_until(lambda p=port: port_open(p) or not process.running, 10,
+                   "mosquitto to listen")
     assert process.running, process.log()
     yield process
     process.stop()
@@ -494,7 +505,8 @@ class Event:
 
 @dataclass
 class Mqtt:
-    """A paho MQTT v5 client over TLS whose events arrive in order in a queue."""
+    """A paho MQTT v5 client whose events arrive in order in a queue: a site over TLS on
+    the sites' listener, the collector on its own (127.0.0.1, plaintext), as rendered."""
 
     central: Central
     user: str | None
@@ -508,8 +520,9 @@ class Mqtt:
                              protocol=mqtt.MQTTv5)
         if self.user is not None:
             client.username_pw_set(self.user, self.password)
-        client.tls_set(ca_certs=str(self.central.pki.ca), cert_reqs=ssl.CERT_REQUIRED,
-                       tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        if not self.local:
+            client.tls_set(ca_certs=str(self.central.pki.ca), cert_reqs=ssl.CERT_REQUIRED,
+                           tls_version=ssl.PROTOCOL_TLS_CLIENT)
         put = self.events.put
         client.on_connect = lambda c, u, f, rc, p: put(Event("connect", code=rc.value))
         client.on_message = lambda c, u, m: put(Event("message", m.topic, m.payload))
@@ -518,9 +531,16 @@ class Mqtt:
         client.on_disconnect = lambda c, u, f, rc, p: put(Event("disconnect", code=rc.value))
         self.client = client
 
+    @property
+    def local(self) -> bool:
+        return self.user == COLLECTOR_USER
+
     def start(self) -> int:
         """Connect; the CONNACK's reason code (0 accepted)."""
-        self.client.connect("localhost", self.central.ports["broker"])
+        if self.local:
+            self.client.connect("127.0.0.1", self.central.ports["collector_mqtt"])
+        else:
+            self.client.connect("localhost", self.central.ports["broker"])
         self.client.loop_start()
         return self.wait(lambda e: e.kind == "connect", "CONNACK").code
 
@@ -560,13 +580,29 @@ def topic(site: str, kind: str) -> str:
 NOT_AUTHORIZED = 135  # MQTT 5 reason code
 
 
+def listening_addresses(port: int) -> set[str]:
+    """The addresses a TCP port is listened on, as the kernel says (/proc/net/tcp, tcp6)."""
+    found = set()
+    for name, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        for line in (Path("/proc/net") / name).read_text().splitlines()[1:]:
+            fields = line.split()
+            address, port_hex = fields[1].split(":")
+            if fields[3] == "0A" and int(port_hex, 16) == port:  # 0A: LISTEN
+                raw = bytes.fromhex(address)  # 32-bit words in host (little-endian) order
+                found.add(socket.inet_ntop(family, b"".join(
+                    raw[i:i + 4][::-1] for i in range(0, len(raw), 4))))
+    return found
+
+
 @pytest.fixture
 def mqtt_clients(central: Central, broker: Process) -> Iterator[Callable[..., Mqtt]]:
     made: list[Mqtt] = []
 
-    def make(user: str | None, password: str | None = None, name: str = "") -> Mqtt:
+    def make(user: str | None, password: str | None = None, name: str = "",
+             client_id: str = "") -> Mqtt:
         password = password if password is not None or user is None else central.password(user)
-        client = Mqtt(central, user, password, f"test-{name or user}-{len(made)}")
+        client = Mqtt(central, user, password,
+                      client_id or f"test-{name or user}-{len(made)}")
         made.append(client)
         return client
 
@@ -630,19 +666,46 @@ def test_broker_takes_the_wires_largest_payload_and_nothing_much_larger(
     largest = b"x" * MAX_PAYLOAD_BYTES
     assert site.publish(topic(SITE, "telemetry"), largest) == 0
     collector.wait(lambda e: e.payload == largest, "a 64 KiB payload")
-    # Over message_size_limit: Mosquitto drops the publisher's connection.
-    oversized = mqtt_clients(SITE, name="oversized")
+    # Over message_size_limit: Mosquitto drops the publisher's connection. Another site's:
+    # a second connection of dt-sa-dec would replace the first (client id = user name).
+    oversized = mqtt_clients(OTHER, name="oversized")
     assert oversized.start() == 0
     limit = int(next(line.split()[1] for line in
                      (central.mosquitto / "conf.d" / "bridgewatch.conf").read_text().splitlines()
                      if line.startswith("message_size_limit")))
     assert MAX_PAYLOAD_BYTES < limit < 2 * MAX_PAYLOAD_BYTES
-    oversized.client.publish(topic(SITE, "telemetry"), b"y" * (limit + 1), qos=1)
+    oversized.client.publish(topic(OTHER, "telemetry"), b"y" * (limit + 1), qos=1)
     oversized.wait(lambda e: e.kind == "disconnect", "the broker to drop the oversized publish")
     oversized.client.loop_stop()
     assert site.publish(topic(SITE, "telemetry"), b"after") == 0
     collector.wait(lambda e: e.payload == b"after", "the next message")
     assert all(len(p) <= limit for _, p in collector.messages())
+
+
+def test_rendered_broker_gives_a_site_its_own_client_id(
+        central: Central, mqtt_clients: Callable[..., Mqtt]) -> None:
+    """Tried: dt-sa-dec connecting with dt-cai-be's client id (an agent's client id is its
+    site id) while dt-cai-be is connected. dt-cai-be is not disconnected and still gets
+    its commands, and none reaches dt-sa-dec. Then the collector's listener: bound to
+    127.0.0.1 only, and two collector connections there both stay up."""
+    owner = mqtt_clients(OTHER, client_id=OTHER)
+    assert owner.start() == 0
+    owner.subscribe(topic(OTHER, "cmd"))
+    thief = mqtt_clients(SITE, client_id=OTHER)
+    assert thief.start() == 0
+    thief.subscribe(topic(OTHER, "cmd"), topic(SITE, "cmd"))
+    intake = mqtt_clients(COLLECTOR_USER, client_id="bridgewatch-collector")
+    assert intake.start() == 0
+    sender = mqtt_clients(COLLECTOR_USER, client_id="bridgewatch-collector-cmd")
+    assert sender.start() == 0
+    assert sender.publish(topic(OTHER, "cmd"), b"for-the-owner") == 0
+    owner.wait(lambda e: e.payload == b"for-the-owner", "its command, still connected")
+    assert sender.publish(topic(SITE, "cmd"), b"fence") == 0
+    thief.wait(lambda e: e.payload == b"fence", "its own command")
+    assert b"for-the-owner" not in [p for _, p in thief.messages()]
+    for client in (owner, intake):
+        assert not [e for e in client.seen if e.kind == "disconnect"], client.client_id
+    assert listening_addresses(central.ports["collector_mqtt"]) == {"127.0.0.1"}
 
 
 # ---- end to end: the agent role's agent, this role's broker and collector ------------
@@ -724,18 +787,24 @@ def test_rendered_agent_publishes_to_the_rendered_collector(rollout: Rollout) ->
 
 
 def test_rendered_credentials_cannot_publish_as_another_site(rollout: Rollout) -> None:
-    # dt-cai-be's name with dt-sa-dec's password file: a copied or stolen configuration.
+    """dt-cai-be's name with dt-sa-dec's password file: a copied or stolen configuration.
+
+    One after the other: both log in as dt-sa-dec, and on the sites' listener a user has
+    one client id, so together each would keep taking the other's connection.
+    """
     raw = yaml.safe_load((rollout.agent_dir / "etc" / "agent.yaml").read_text())
     raw["site"] = OTHER
     raw["spool"]["path"] = str(rollout.central.base / "impostor-spool.sqlite")
     impostor_config = rollout.central.base / "impostor.yaml"
     impostor_config.write_text(yaml.safe_dump(raw))
     impostor = start_agent(rollout, impostor_config, "impostor.log")
-    honest = start_agent(rollout, rollout.agent_dir / "etc" / "agent.yaml", "honest.log")
+    honest: Process | None = None
     try:
         wait_until(lambda: "Not authorized" in impostor.log() or not impostor.running, 60,
                    "the broker to refuse the impostor")
         assert "Not authorized" in impostor.log(), impostor.log()
+        impostor.stop()
+        honest = start_agent(rollout, rollout.agent_dir / "etc" / "agent.yaml", "honest.log")
         before = rollout.received(SITE)
         # The honest agent's next messages, sent after the refusal: the intake is live.
         wait_until(lambda: rollout.received(SITE) >= before + 2, 60, "the honest agent")
@@ -743,7 +812,8 @@ def test_rendered_credentials_cannot_publish_as_another_site(rollout: Rollout) -
         assert metrics(rollout.central.ports["collector"]).get(("bridge_up", OTHER), 0) == 0
     finally:
         impostor.stop()
-        honest.stop()
+        if honest is not None:
+            honest.stop()
 
 
 def test_check_playbook_gathers_the_technicians_check(rollout: Rollout) -> None:

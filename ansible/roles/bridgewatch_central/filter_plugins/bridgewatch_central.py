@@ -30,6 +30,9 @@ import yaml
 from ansible.errors import AnsibleFilterError
 
 # As mosquitto_passwd writes them: 12 bytes of salt, 64 bytes of SHA-512, 101 rounds.
+# collector/pki.py (``bridgewatch-collector pki sites``, for a deployment by hand) has the
+# same hash: this plugin keeps its own copy because it runs on the Ansible controller,
+# where bridgewatch is not installed. tests/test_pki.py keeps the two byte for byte equal.
 SALT_BYTES = 12
 DEFAULT_ITERATIONS = 101
 _SALT_CONTEXT = b"bridgewatch mosquitto salt v1\x00"
