@@ -19,7 +19,6 @@ replaces both, whatever order the broker delivers them in.
 from __future__ import annotations
 
 import json
-import math
 import re
 import sys
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
 _SLUG = re.compile(SLUG_PATTERN)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _MAX_INT = 2**63 - 1
+_MAX_FLOAT = sys.float_info.max
 # Samples older than this (or this far in the future) are refused: a wrong clock or a forged ts.
 MAX_CLOCK_SKEW_SECONDS = 400 * 86400
 
@@ -260,7 +260,8 @@ STATE_VALUES = ("online", "offline")
 
 
 def is_slug(value: object) -> bool:
-    return isinstance(value, str) and _SLUG.match(value) is not None
+    # fullmatch: with match, '$' also matches before a final newline ("site\n" passed).
+    return isinstance(value, str) and _SLUG.fullmatch(value) is not None
 
 
 def topic(prefix: str, province: str, site: str, kind: Kind) -> str:
@@ -435,9 +436,11 @@ def _count(obj: dict[str, Any], key: str, lowest: int = 1) -> int:
     return value
 
 
-def _number(value: Any, where: str, lowest: float = -math.inf, highest: float = math.inf) -> float:
+def _number(value: Any, where: str, lowest: float = -_MAX_FLOAT,
+            highest: float = _MAX_FLOAT) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise WireError(Reason.WRONG_TYPE, f"{where} is not a number")
+    # Finite bounds: refuse 1e400 (read as inf) and ints float() cannot hold (10**400).
     if not lowest <= value <= highest:
         raise WireError(Reason.OUT_OF_RANGE, f"{where} out of range")
     return float(value)
@@ -461,7 +464,6 @@ def _timestamp(obj: dict[str, Any], now: float | None) -> float:
 # so each distinct set is checked once (bounded, so a hostile sender cannot grow it).
 _KNOWN_LABELS: dict[str, set[tuple[str, ...]]] = {name: set() for name in CATALOGUE}
 _MAX_KNOWN_LABELS = 4096
-_MAX_FLOAT = sys.float_info.max
 
 
 def _check_labels(spec: MetricSpec, labels: tuple[str, ...]) -> None:
@@ -574,6 +576,18 @@ def _slug_field(obj: dict[str, Any], key: str) -> str:
 # One decoder for all: json.loads(..., parse_constant=...) would build a new decoder and
 # scanner per call, which measured as a quarter of the collector's intake time.
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+# A \ud800 escape with no pair is JSON syntax but not text: it has no UTF-8 form, so a
+# label or host name holding one would break the exposition later. Only an escape can
+# make one, so the check runs only for payloads that contain such an escape.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(obj: Any) -> bool:
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, RecursionError):
+        return True
+    return False
 
 
 def loads(payload: bytes) -> dict[str, Any]:
@@ -586,6 +600,8 @@ def loads(payload: bytes) -> dict[str, Any]:
         raise
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         raise WireError(Reason.MALFORMED_JSON, "payload is not valid UTF-8 JSON") from None
+    if b"\\u" in payload and _SURROGATE_ESCAPE.search(payload) and _has_lone_surrogate(obj):
+        raise WireError(Reason.MALFORMED_JSON, "payload has a lone UTF-16 surrogate")
     if not isinstance(obj, dict):
         raise WireError(Reason.NOT_OBJECT, "payload is not a JSON object")
     return obj
