@@ -33,12 +33,18 @@ from __future__ import annotations
 from enum import Enum
 
 EPOCHS_KEPT = 4
+# Bounds against a broken or hostile agent: seqs held above the low-water mark (one spool's
+# worth, 200k by default, never waits this long for one gap), and how far one message may
+# move the mark (further than any spool holds: a forged floor would add it all as "lost").
+MAX_ABOVE = 262_144
+MAX_FLOOR_JUMP = 10_000_000
 
 
 class Verdict(Enum):
     NEW = "new"
     DUPLICATE = "duplicate"
     OLD_EPOCH = "old_epoch"  # from a spool we stopped tracking EPOCHS_KEPT epochs ago
+    BAD_FLOOR = "bad_floor"  # a floor further ahead than any spool can be: refused, not counted
 
 
 class Stream:
@@ -65,6 +71,8 @@ class SeqTracker:
         self.lost = 0
 
     def accept(self, epoch: int, seq: int, floor: int) -> Verdict:
+        if seq - floor > MAX_FLOOR_JUMP:  # more unacknowledged than any spool holds
+            return Verdict.BAD_FLOOR
         stream = self.streams.get(epoch)
         if stream is None:
             if epoch in self.retired:
@@ -78,8 +86,13 @@ class SeqTracker:
         if seq <= stream.low or seq in stream.above:
             self.duplicates += 1
             return Verdict.DUPLICATE
+        if floor - 1 - stream.low > MAX_FLOOR_JUMP:
+            return Verdict.BAD_FLOOR
         self.received += 1
         stream.above.add(seq)
+        if len(stream.above) > MAX_ABOVE:
+            # The oldest gap will not be filled any more: count it lost and move on.
+            floor = max(floor, min(stream.above))
         if floor - 1 > stream.low:
             first = max(stream.low + 1, stream.start)
             seen = sum(1 for s in stream.above if first <= s < floor)

@@ -207,6 +207,10 @@ class FleetState:
             self.reject(Reason.OLD_EPOCH, f"{state.site.id} epoch {message.epoch}",
                         "a spool this site replaced several times since")
             return False
+        if verdict is Verdict.BAD_FLOOR:
+            self.reject(Reason.OUT_OF_RANGE, f"{state.site.id} seq {message.seq}",
+                        f"floor {message.floor} or seq jumps further than any spool holds")
+            return False
         self._mark(state, now)  # the per-site counters change either way
         if verdict is Verdict.DUPLICATE:
             self.metrics.duplicates.inc()

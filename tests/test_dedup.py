@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
+from collector import dedup
 from collector.dedup import EPOCHS_KEPT, SeqTracker, Verdict
 
 
@@ -53,3 +56,28 @@ def test_only_the_most_recent_epochs_are_kept() -> None:
         assert t.accept(epoch, 1, 1) is Verdict.NEW
     assert len(t.streams) == EPOCHS_KEPT
     assert t.accept(1, 2, 1) is Verdict.OLD_EPOCH
+
+
+def test_a_forged_floor_or_seq_jump_is_refused_not_counted_lost() -> None:
+    """A floor (or a seq ahead of its floor) further than any spool holds is refused: taken
+    as it is, it would add ~2^63 to the lost counter."""
+    tracker = SeqTracker()
+    assert tracker.accept(1, 1, 1) is Verdict.NEW
+    assert tracker.accept(1, 2**62, 2**62) is Verdict.BAD_FLOOR
+    assert tracker.accept(1, 2**62, 2) is Verdict.BAD_FLOOR
+    assert tracker.accept(7, 2**62, 1) is Verdict.BAD_FLOOR  # a new stream too
+    assert tracker.lost == 0 and tracker.received == 1
+    assert tracker.accept(1, 2, 2) is Verdict.NEW and tracker.lost == 0
+
+
+def test_seqs_held_above_a_gap_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gap that never fills (a floor that never passes it) cannot grow memory without
+    bound: past MAX_ABOVE seqs the oldest gap is counted lost and the mark moves on."""
+    monkeypatch.setattr(dedup, "MAX_ABOVE", 100)
+    tracker = SeqTracker()
+    tracker.accept(1, 1, 1)
+    for seq in range(3, 200):  # seq 2 never comes, and the floor stays at 2
+        assert tracker.accept(1, seq, 2) is Verdict.NEW
+    stream = tracker.streams[1]
+    assert len(stream.above) <= 100
+    assert tracker.lost == 1 and stream.low == 199

@@ -30,6 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent import wire
 from agent.wire import CATALOGUE, Kind, Reason
+from collector.dedup import MAX_FLOOR_JUMP
 from tests.fuzz.wire_oracle import NOW, SITES, Intake, Outcome, decoded, topic_of
 
 SCHEMA = json.loads((Path(__file__).parents[1] / "docs" / "wire-v1.schema.json")
@@ -110,10 +111,16 @@ json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=
                            | st.dictionaries(text(0, 10), inner, max_size=4), max_leaves=12)
 
 
+def floors(seq: int) -> st.SearchStrategy[int]:
+    """A floor an agent could send: no spool holds more than MAX_FLOOR_JUMP unacknowledged
+    (the collector refuses a larger jump as out_of_range, tested in test_dedup)."""
+    return st.integers(max(1, seq - MAX_FLOOR_JUMP), seq)
+
+
 @st.composite
 def telemetry(draw: st.DrawFn, site: str, seq: int, epoch: int, most: int = 4) -> wire.Telemetry:
     probes = draw(st.dictionaries(slugs, probe_reports(most), max_size=most))
-    return wire.Telemetry(SITES[site], site, epoch, seq, draw(st.integers(1, seq)),
+    return wire.Telemetry(SITES[site], site, epoch, seq, draw(floors(seq)),
                           draw(timestamps()), probes)
 
 
@@ -122,7 +129,7 @@ def results(draw: st.DrawFn, site: str, seq: int, epoch: int) -> wire.TestResult
     number = st.none() | finite(-1e308, 1e308)
     criteria = st.builds(wire.Criterion, name=slugs, ok=st.booleans(), value=number,
                          limit=number, unit=text(0, 32))
-    return wire.TestResult(SITES[site], site, epoch, seq, draw(st.integers(1, seq)),
+    return wire.TestResult(SITES[site], site, epoch, seq, draw(floors(seq)),
                            draw(timestamps()), draw(text(0, 64)), draw(text(0, 64)),
                            draw(st.booleans()), tuple(draw(st.lists(criteria, max_size=6))))
 
