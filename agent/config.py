@@ -15,7 +15,12 @@ from typing import Any
 from agent import wire
 from agent.broker import BrokerSettings
 from agent.link import bandwidth, udp
-from agent.spool import DEFAULT_MAX_AGE_SECONDS, DEFAULT_MAX_BYTES, DEFAULT_MAX_MESSAGES
+from agent.spool import (
+    DEFAULT_KEEP_ACKED_SECONDS,
+    DEFAULT_MAX_AGE_SECONDS,
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_MESSAGES,
+)
 from agent.yamlfile import read_yaml
 
 DEFAULT_INTERVAL_SECONDS = 10.0
@@ -26,7 +31,7 @@ MAX_INTERVAL_SECONDS = 86400.0
 _TOP_KEYS = {"site", "province", "prefix", "broker", "spool", "interval_seconds",
              "recording_volume", "backup_volume", "probes", "link", "devices", "storage",
              "clock", "software", "ups", "network_gear", "session", "readiness"}
-_SPOOL_KEYS = {"path", "max_messages", "max_age_seconds", "max_bytes"}
+_SPOOL_KEYS = {"path", "max_messages", "max_age_seconds", "max_bytes", "keep_acked_seconds"}
 _PROBE_KEYS = {"enabled", "interval_seconds"}
 _LINK_KEYS = {"reflector", "targets", "packet_interval_seconds", "connect_interval_seconds",
               "required_bandwidth_mbps"}
@@ -61,6 +66,10 @@ class SpoolConfig:
     max_messages: int = DEFAULT_MAX_MESSAGES
     max_age_seconds: float = DEFAULT_MAX_AGE_SECONDS
     max_bytes: int = DEFAULT_MAX_BYTES
+    # How long a message the broker acknowledged stays in the spool, to be sent again if
+    # the connection drops meanwhile: more than the broker's autosave_interval plus 1.5 x
+    # broker.keepalive (Mosquitto's PUBACK precedes its disk snapshot). 0: forget on PUBACK.
+    keep_acked_seconds: float = DEFAULT_KEEP_ACKED_SECONDS
 
 
 @dataclass(frozen=True)
@@ -345,6 +354,11 @@ def _spool(raw: dict[str, Any], base_dir: Path) -> SpoolConfig:
                       "spool.max_age_seconds")
     if max_age <= 0:
         raise ValueError(f"spool.max_age_seconds must be > 0, got {max_age!r}")
+    keep = _number(raw.get("keep_acked_seconds", DEFAULT_KEEP_ACKED_SECONDS),
+                   "spool.keep_acked_seconds")
+    if not 0 <= keep <= max_age:
+        raise ValueError("spool.keep_acked_seconds must be between 0 and "
+                         f"spool.max_age_seconds ({max_age:g}), got {keep!r}")
     return SpoolConfig(
         path=base_dir / Path(path).expanduser(),
         max_messages=_positive_int(raw, "max_messages", DEFAULT_MAX_MESSAGES, 1),
@@ -352,6 +366,7 @@ def _spool(raw: dict[str, Any], base_dir: Path) -> SpoolConfig:
         # One message must always fit, or the spool would drop what it just stored.
         max_bytes=_positive_int(raw, "max_bytes", DEFAULT_MAX_BYTES,
                                 wire.MAX_PAYLOAD_BYTES),
+        keep_acked_seconds=keep,
     )
 
 

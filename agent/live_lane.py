@@ -8,9 +8,10 @@ too, until the order times out and is sent again.
 
 So the publisher's window carries two lanes:
 
-- **in order**: every row in seq order, as always. Only this lane's PUBACK removes a row
-  from the spool, so the spool drains in order, its oldest row (the ``floor`` every
-  message carries) keeps its meaning, and nothing is lost if the link drops again.
+- **in order**: every row in seq order, as always. Only this lane's PUBACK marks a row
+  acknowledged (kept a while, then purged: ``agent.spool``), so the spool drains in
+  order, its oldest row (the ``floor`` every message carries) keeps its meaning, and
+  nothing is lost if the link drops again.
 - **live**: while the in-order lane cannot reach the newest row in its current round, the
   newest rows appended since the connection came up are also sent at once as early
   copies, in ``reserve`` slots of the window that the in-order lane leaves free. An early
@@ -81,5 +82,5 @@ class LiveLane:
         self.sent_total += 1
 
     def settle(self, mid: int) -> bool:
-        """True when ``mid`` was an early copy (its PUBACK removes nothing from the spool)."""
+        """True when ``mid`` was an early copy (its PUBACK marks nothing acknowledged)."""
         return self.inflight.pop(mid, None) is not None

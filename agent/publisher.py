@@ -7,9 +7,14 @@
   would be overridden by that connection's Will.
 - Data: a sender thread hands spool rows to paho in seq order, at most ``window``
   unacknowledged. Acknowledgements are queued by paho's thread and settled by the sender,
-  which alone owns the mid -> seq map (so an ack racing ``publish()`` is never lost). A row
-  leaves the spool only on a successful PUBACK. On each (re)connect everything still in
-  the spool is sent again: duplicates are dropped by the collector, losses never happen.
+  which alone owns the mid -> seq map (so an ack racing ``publish()`` is never lost). A
+  successful PUBACK marks a row acknowledged; the row leaves the spool ("purge") only once
+  it has been acknowledged for ``spool.keep_acked_seconds`` on a connection still up,
+  because Mosquitto acknowledges before its disk snapshot and a broker killed meanwhile
+  forgets it (``agent.spool``). On each (re)connect every row still in the spool,
+  acknowledged or not, is sent again in seq order: duplicates are dropped by the
+  collector, losses never happen. ``stop()`` waits only for unacknowledged rows; the kept
+  ones go again after the next start.
 - Live lane (``agent.live_lane``): while a backlog drains, fresh rows are also sent at once
   as early copies in a few reserved slots of the window, so live data is not starved.
 - A refused publish (reason code >= 0x80) is logged once per episode, counted, left in the
@@ -75,6 +80,9 @@ class Publisher:
         self.spool = spool
         self.window = window
         self.drain_seconds = drain_seconds
+        self.keep_acked = config.spool.keep_acked_seconds
+        # Kept rows are purged this often: G/8 late at most, a transaction every 15 s at G=120.
+        self._purge_every = max(0.5, self.keep_acked / 8)
         self.counters: collections.Counter[str] = collections.Counter()
         self.state_topic = wire.topic(config.prefix, config.province, config.site,
                                       wire.Kind.STATE)
@@ -93,6 +101,7 @@ class Publisher:
         self._inflight: dict[int, int] = {}
         self._cursor = 0
         self._paused_until = 0.0
+        self._purge_at = 0.0
         self._backoff = 0.0
         self._refusals_logged: set[int] = set()
         self._conn = 0
@@ -122,7 +131,9 @@ class Publisher:
             self._cond.notify_all()
 
     def stop(self) -> None:
-        """Let in-flight rows drain briefly, publish offline (retained), then disconnect."""
+        """Let unacknowledged rows drain briefly, publish offline (retained), then
+        disconnect. Acknowledged rows still kept are not waited for: they stay in the
+        spool and are sent again after the next start."""
         with self._cond:
             # Asks the spool's table, not its cached count: another process (a technician's
             # ``check``) may have appended rows this one never counted.
@@ -232,17 +243,25 @@ class Publisher:
     # -- sender thread ---------------------------------------------------------------------
 
     def _ready(self) -> bool:
+        now = time.monotonic()
         return (self._stopping or bool(self._acks) or self._reset
                 or (self._connected and self._dirty
                     and len(self._inflight) + len(self._lane.inflight) < self._limit
-                    and time.monotonic() >= self._paused_until))
+                    and now >= self._paused_until)
+                or (self._connected and self.keep_acked > 0 and now >= self._purge_at))
+
+    def _wait(self) -> None:
+        """Until something is ready, or the next back-off end or purge is due."""
+        now = time.monotonic()
+        due = [t for t in (self._paused_until, self._purge_at if self._connected else 0.0)
+               if t > now]
+        self._cond.wait(min(due) - now if due else None)
 
     def _send_loop(self) -> None:
         while True:
             with self._cond:
                 while not self._ready():
-                    pause = self._paused_until - time.monotonic()
-                    self._cond.wait(pause if pause > 0 else None)
+                    self._wait()
                 if self._stopping:
                     return
                 acks, self._acks = self._acks, []
@@ -250,27 +269,56 @@ class Publisher:
                 connected, limit = self._connected, self._limit
             try:
                 self._settle(acks)
-                if reset:  # a refusal back-off outlives reconnects, or they would defeat it
-                    self._inflight.clear()
-                    self._cursor = 0
-                    self._lane.reset()
-                    self._dirty = True
+                if reset:
+                    self._restart_round()
+                    reset = False
                 if connected:
                     self._send(limit)
+                    self._purge()
             except Exception:
                 # A spool error must not kill the sender: log, back off, retry.
                 self.counters["sender_errors"] += 1
                 log.exception("sender failed; retrying")
                 self._paused_until = time.monotonic() + REFUSAL_BACKOFF_MIN_SECONDS
+                if reset:  # the new round did not start: start it on the next try
+                    with self._cond:
+                        self._reset = True
             with self._cond:
                 self._cond.notify_all()  # stop() may be waiting for the spool to drain
+
+    def _restart_round(self) -> None:
+        """A connection came up: send everything again from the oldest row, the rows the
+        previous connection acknowledged included (the broker may have lost them). A
+        refusal back-off outlives reconnects, or they would defeat it."""
+        resent = self.spool.unack()
+        if resent:
+            self.counters["acked_resent"] += resent
+            log.info("resending %d message(s) acknowledged before the reconnect", resent)
+        self._inflight.clear()
+        self._cursor = 0
+        self._lane.reset()
+        self._dirty = True
+        self._purge_at = time.monotonic() + self._purge_every
+
+    def _purge(self) -> None:
+        """Forget rows acknowledged at least ``keep_acked`` ago. Called only while
+        connected, after this connection's ``_restart_round``: every kept row was then
+        acknowledged on this connection, which has stayed up since (a drop is seen by
+        paho's thread; the next round unacknowledges them all)."""
+        if self.keep_acked <= 0 or time.monotonic() < self._purge_at:
+            return
+        self._purge_at = time.monotonic() + self._purge_every
+        with self._cond:
+            if not self._connected or self._reset:
+                return
+        self.spool.purge(self.keep_acked)
 
     def _settle(self, acks: list[tuple[int, ReasonCode]]) -> None:
         done: list[int] = []
         for mid, reason in acks:
             seq = self._inflight.pop(mid, None)
             if seq is None and self._lane.settle(mid):
-                continue  # an early copy: the row leaves the spool with its in-order copy
+                continue  # an early copy: only its in-order copy's PUBACK marks the row
             if seq is None:
                 continue  # a resend from before the last reconnect; the row was re-sent too
             if reason.is_failure:
@@ -278,7 +326,7 @@ class Publisher:
             else:
                 done.append(seq)
         if done:
-            self.spool.ack(*done)
+            self.spool.ack(*done, keep=self.keep_acked > 0)
             self._backoff = 0.0
             self._refusals_logged.clear()
 

@@ -9,7 +9,8 @@ compact on a poor link and cheap to validate at 10,000 messages a second.
 
 Data messages (telemetry, test) carry ``(epoch, seq)``: ``epoch`` identifies the agent's
 spool (a new spool starts a new stream), ``seq`` counts its messages from 1, and
-``floor`` is the oldest seq the agent still had unacknowledged when it sent the message,
+``floor`` is the oldest seq the agent's spool still kept when it built the message
+(unacknowledged, or acknowledged and kept until safe on the broker),
 so the collector can tell "not yet arrived" from "never coming" without unbounded memory.
 State messages are ordered by the agent's connection counter ``conn``: the Last Will
 (offline) of connection n replaces the online of connection n, and any state of n+1

@@ -167,8 +167,11 @@ def spooled(path: Path) -> Spooled:
     db = sqlite3.connect(path, timeout=10)
     try:
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        # Rows still awaiting a PUBACK; acknowledged rows the spool keeps for a while (in
+        # case the broker dies before its snapshot) are not a backlog.
         rows, size = db.execute(
-            "SELECT count(*), coalesce(sum(length(payload)), 0) FROM messages").fetchone()
+            "SELECT count(*), coalesce(sum(length(payload)), 0) FROM messages "
+            "WHERE acked IS NULL").fetchone()
     finally:
         db.close()
     return Spooled(meta["epoch"], meta["next_seq"] - 1, rows, size)

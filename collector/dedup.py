@@ -1,11 +1,14 @@
 """Exactly-once accounting of a site's message streams by ``(epoch, seq)``.
 
 QoS 1 and the agent's spool re-send on every reconnect, so duplicates are normal and
-must be dropped; gaps must be told apart from late arrivals. The agent's ``floor`` (its
-oldest unacknowledged seq when it built the message) says that every seq below it was
-already accepted by the broker, hence delivered to us before this message, or dropped by
-the agent's spool bound. So memory stays bounded: a low-water mark plus the few seqs
-that arrived above it out of order.
+must be dropped; gaps must be told apart from late arrivals. The agent's ``floor`` (the
+oldest seq its spool still kept when it built the message, unacknowledged or acknowledged
+but kept until the broker has it on disk: ``agent.spool``) says that every seq below it
+sat on the broker across a snapshot, hence was delivered to us before this message, or
+was dropped by the agent's spool bound. A seq at or above it may come again (the agent
+resends kept rows after a reconnect), so it is taken as new when it arrives after later
+seqs (``above``). So memory stays bounded: a low-water mark plus the seqs that arrived
+above it out of order.
 
 A stream this process first meets in the middle (the collector restarted, or the site's
 spool was already numbering before it subscribed) starts at its first message: the seqs

@@ -174,7 +174,7 @@ def test_a_broker_outage_loses_nothing_and_counts_nothing_twice(stack: Stack) ->
                == last_seq, 30, f"all {last_seq} messages at the collector")
     final = stack.collector_samples()
     assert final[("bridge_messages_lost_total", SITE)] == 0
-    assert Spool(spool_path).stats()[0] == 0, "everything acknowledged left the spool"
+    assert Spool(spool_path).stats()[0] == 0, "nothing left unacknowledged"
 
 
 def test_healthz_is_a_small_json_summary(stack: Stack) -> None:

@@ -116,11 +116,12 @@ def retained_state(port: int) -> wire.State:
 
 
 def start_agent(tmp_path: Path, port: int, name: str = "agent",
-                interval: float = 0.2) -> Process:
+                interval: float = 0.2, keep_acked_seconds: float = 120) -> Process:
     config = tmp_path / "agent.yaml"
     config.write_text(yaml.safe_dump({
         "site": SITE, "province": PROVINCE, "interval_seconds": interval,
-        "spool": {"path": str(tmp_path / "spool.db")},
+        "spool": {"path": str(tmp_path / "spool.db"),
+                  "keep_acked_seconds": keep_acked_seconds},
         "broker": {"port": port, "reconnect_min_seconds": 1, "reconnect_max_seconds": 2},
     }))
     agent = Process([*AGENT, "run", "--config", str(config)], tmp_path / f"{name}.log")
@@ -129,10 +130,14 @@ def start_agent(tmp_path: Path, port: int, name: str = "agent",
 
 
 def spool_meta(tmp_path: Path) -> dict[str, int]:
-    """The spool's counters and backlog, read as another process would (WAL allows it)."""
+    """The spool's counters and backlog, read as another process would (WAL allows it):
+    ``pending`` rows await a PUBACK, ``kept`` rows have one and wait to be safe, ``oldest``
+    is the oldest seq still in the file (0 when none)."""
     with sqlite3.connect(f"file:{tmp_path / 'spool.db'}?mode=ro", uri=True) as db:
         meta = dict(db.execute("SELECT key, value FROM meta"))
-        meta["pending"] = db.execute("SELECT count(*) FROM messages").fetchone()[0]
+        meta["pending"], meta["kept"], meta["oldest"] = db.execute(
+            "SELECT count(*) - count(acked), count(acked), coalesce(min(seq), 0) "
+            "FROM messages").fetchone()
     db.close()
     return meta
 
@@ -180,12 +185,44 @@ def test_outage_loses_nothing(broker: Mosquitto, recorder: Recorder, tmp_path: P
         agent.kill()
     meta = spool_meta(tmp_path)
     assert meta["pending"] == 0, agent.log()
+    assert meta["kept"] > 0  # acknowledged within keep_acked_seconds (120 s): still kept
     last = meta["next_seq"] - 1
     wait_until(lambda: recorder.seqs() >= set(range(1, last + 1)), 20, f"every seq 1..{last}")
     assert recorder.seqs() == set(range(1, last + 1))
     assert recorder.epochs() == {meta["epoch"]}
     assert not recorder.errors
     assert recorder.last_state().state == "offline"  # the explicit one from the clean stop
+
+
+def test_acknowledged_rows_are_kept_then_purged_and_resent_after_a_reconnect(
+        broker: Mosquitto, recorder: Recorder, tmp_path: Path) -> None:
+    """With ``keep_acked_seconds`` 2: acknowledged rows stay in the spool, the oldest of
+    them leave only while the connection stays up; across an outage longer than that
+    they stay, and after it they are sent again (the recorder receives them twice), then
+    purged on the new connection. Tried: keep_acked_seconds 0 makes ``kept`` stay 0."""
+    agent = start_agent(tmp_path, broker.port, interval=0.1, keep_acked_seconds=2)
+    try:
+        wait_until(lambda: spool_meta(tmp_path)["kept"] >= 5, 20, "acknowledged rows kept")
+        wait_until(lambda: spool_meta(tmp_path)["oldest"] > 1, 20, "the oldest purged")
+        broker.stop()
+        wait_until(lambda: "disconnected from broker" in agent.log(), 30, "the drop seen")
+        during = spool_meta(tmp_path)
+        time.sleep(4)  # twice keep_acked_seconds, disconnected: nothing may be purged
+        assert spool_meta(tmp_path)["oldest"] == during["oldest"]
+        assert spool_meta(tmp_path)["kept"] == during["kept"] > 0
+        with recorder.lock:
+            received = len(recorder.telemetry)
+        broker.start()
+        wait_until(lambda: "acknowledged before the reconnect" in agent.log(), 30, "resend")
+        wait_until(lambda: spool_meta(tmp_path)["oldest"] > during["next_seq"], 30,
+                   "rows kept across the outage purged on the new connection")
+        with recorder.lock:
+            resent = {seq for _, seq in recorder.telemetry[received:]}
+        assert during["oldest"] in resent  # sent twice: before the outage and after it
+        stop_cleanly(agent)
+    finally:
+        agent.kill()
+    assert recorder.seqs() == set(range(1, spool_meta(tmp_path)["next_seq"]))
 
 
 def test_restart_continues_seq_and_bumps_conn(broker: Mosquitto, recorder: Recorder,

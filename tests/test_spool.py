@@ -42,11 +42,11 @@ def test_append_pending_ack_in_seq_order(tmp_path: Path) -> None:
     assert [spool.append("t/a", payload) for _ in range(5)] == [1, 2, 3, 4, 5]
     assert spool.pending(0, 2) == [(1, "t/a", b"1:1"), (2, "t/a", b"2:1")]
     assert [s for s, _, _ in spool.pending(2, 10)] == [3, 4, 5]
-    spool.ack(1)
-    spool.ack(3)
-    spool.ack(3)  # idempotent
+    spool.ack(1, keep=False)
+    spool.ack(3, keep=False)
+    spool.ack(3, keep=False)  # idempotent
     assert seqs(spool) == [2, 4, 5]
-    # floor = the oldest pending seq when the message was built
+    # floor = the oldest seq kept when the message was built (nothing acknowledged is kept)
     assert spool.append("t/a", payload) == 6
     assert spool.pending(5, 1) == [(6, "t/a", b"6:2")]
     assert spool.stats() == (4, len(b"2:1") + len(b"4:1") + len(b"5:1") + len(b"6:2"), 0)
@@ -55,7 +55,7 @@ def test_append_pending_ack_in_seq_order(tmp_path: Path) -> None:
 def test_floor_is_own_seq_when_nothing_pending(tmp_path: Path) -> None:
     spool = open_spool(tmp_path / "s.db")
     spool.append("t", payload)
-    spool.ack(1)
+    spool.ack(1, keep=False)
     spool.append("t", payload)
     assert spool.pending(0, 1) == [(2, "t", b"2:2")]
 
@@ -318,3 +318,205 @@ def test_a_disk_error_at_open_keeps_the_spool_file(
     assert any("disk full or failing" in r.message for r in caplog.records)
     assert stand_in.append("t", payload) == 1  # measuring goes on, in memory
     assert seqs(open_spool(path)) == [1]  # the file, untouched, for the next start
+
+
+# -- acknowledged rows kept until safe on the broker ------------------------------------
+
+KEEP = 3.0  # keep_acked_seconds in these tests (the test broker saves every second)
+
+
+def keeping_spool(path: Path, ack_clock: FakeClock, **bounds: float) -> Spool:
+    limits = {"max_messages": BIG, "max_age_seconds": BIG, "max_bytes": BIG, **bounds}
+    return Spool(path, clock=FakeClock(), ack_clock=ack_clock, **limits)
+
+
+def in_file(path: Path) -> dict[int, bool]:
+    """seq -> acknowledged, for every row the file still holds (read with plain SQLite)."""
+    with sqlite3.connect(path) as db:
+        rows = dict(db.execute("SELECT seq, acked IS NOT NULL FROM messages ORDER BY seq"))
+    db.close()
+    return {seq: bool(acked) for seq, acked in rows.items()}
+
+
+def test_acknowledged_rows_are_kept_then_purged_after_the_grace_period(tmp_path: Path) -> None:
+    """A PUBACK hides a row from ``pending`` and the backlog counts, but the row stays in
+    the file until it has been acknowledged for ``KEEP`` seconds; only then does
+    ``purge`` delete it. Tried: purging a moment too early deletes nothing."""
+    now = FakeClock(1000.0)
+    spool = keeping_spool(tmp_path / "s.db", now)
+    for _ in range(4):
+        spool.append("t", payload)
+    spool.ack(1, 2)
+    now.now += 1
+    spool.ack(3)
+    assert seqs(spool) == [4]
+    assert spool.stats() == (1, len(b"4:1"), 0)
+    assert spool.kept() == (3, len(b"1:1") + len(b"2:1") + len(b"3:1"))
+    assert in_file(tmp_path / "s.db") == {1: True, 2: True, 3: True, 4: False}
+    now.now += KEEP - 1.001
+    assert spool.purge(KEEP) == 0
+    now.now += 0.001  # 1 and 2 acknowledged KEEP ago, 3 not yet
+    assert spool.purge(KEEP) == 2
+    assert in_file(tmp_path / "s.db") == {3: True, 4: False}
+    now.now += 1
+    assert spool.purge(KEEP) == 1
+    assert spool.kept() == (0, 0) and seqs(spool) == [4]
+    assert spool.stats()[2] == 0  # a purge is not a drop
+
+
+def test_a_second_ack_does_not_restart_the_grace_period(tmp_path: Path) -> None:
+    now = FakeClock(1000.0)
+    spool = keeping_spool(tmp_path / "s.db", now)
+    spool.append("t", payload)
+    spool.ack(1)
+    now.now += KEEP
+    spool.ack(1)  # a duplicate PUBACK
+    assert spool.purge(KEEP) == 1
+
+
+def test_unack_makes_kept_rows_pending_again_in_seq_order(tmp_path: Path) -> None:
+    """A dropped connection: what it acknowledged may have died with the broker, so every
+    kept row is sent again, before the rows appended meanwhile, and none is purged on
+    the strength of the old acknowledgement."""
+    now = FakeClock(1000.0)
+    spool = keeping_spool(tmp_path / "s.db", now)
+    for _ in range(3):
+        spool.append("t", payload)
+    spool.ack(1, 3)
+    spool.append("t", payload)
+    assert seqs(spool) == [2, 4]
+    assert spool.unack() == 2
+    assert seqs(spool) == [1, 2, 3, 4]
+    assert spool.kept() == (0, 0) and spool.stats()[0] == 4
+    now.now += 10 * KEEP
+    assert spool.purge(KEEP) == 0  # the old stamps are gone with the unack
+    assert spool.unack() == 0
+    spool.ack(1)  # acknowledged again on the new connection: kept KEEP from now
+    now.now += KEEP
+    assert spool.purge(KEEP) == 1 and seqs(spool) == [2, 3, 4]
+
+
+def test_floor_is_the_oldest_row_kept_acknowledged_or_not(tmp_path: Path) -> None:
+    """The wire's ``floor`` promises the collector that nothing below it will come again:
+    a kept row may, so it holds the floor down until it is purged (or dropped)."""
+    now = FakeClock(1000.0)
+    spool = keeping_spool(tmp_path / "s.db", now)
+    for _ in range(3):
+        spool.append("t", payload)
+    spool.ack(1, 2)
+    spool.append("t", payload)
+    assert spool.pending(3, 1) == [(4, "t", b"4:1")]  # 1 is kept: still the floor
+    now.now += KEEP
+    spool.purge(KEEP)
+    spool.append("t", payload)
+    assert spool.pending(4, 1) == [(5, "t", b"5:3")]
+    spool.ack(3, 4, 5, keep=False)  # forgotten at once: the floor is the new row itself
+    spool.append("t", payload)
+    assert spool.pending(5, 1) == [(6, "t", b"6:6")]
+
+
+def test_rows_acknowledged_by_an_earlier_process_wait_for_a_new_ack(tmp_path: Path) -> None:
+    """After an agent restart a kept row's stamp (another process's monotonic clock) says
+    nothing: it is never purged by time, only sent again (``unack``) and re-acknowledged.
+    Tried: stamps far in the past and far in the future of the new clock."""
+    path = tmp_path / "s.db"
+    first = keeping_spool(path, FakeClock(5000.0))
+    for _ in range(2):
+        first.append("t", payload)
+    first.ack(1)
+    first.close()
+    for later in (10.0, 10**6):  # a reboot resets the clock; a long uptime does not
+        again = keeping_spool(path, FakeClock(later))
+        assert again.kept() == (1, len(b"1:1"))
+        assert again.purge(KEEP) == 0
+        again.close()
+    again = keeping_spool(path, FakeClock(10.0))
+    assert again.unack() == 1 and seqs(again) == [1, 2]
+
+
+def test_a_spool_without_the_acked_column_is_migrated(tmp_path: Path) -> None:
+    """A spool written by the previous agent (no ``acked`` column) opens with its epoch,
+    counters and rows, all unacknowledged; keeping and purging then work on it."""
+    path = tmp_path / "s.db"
+    with sqlite3.connect(path) as db:
+        db.executescript("""
+            CREATE TABLE messages (seq INTEGER PRIMARY KEY, topic TEXT NOT NULL,
+                                   payload BLOB NOT NULL, created REAL NOT NULL);
+            CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+            INSERT INTO meta VALUES ('epoch', 42), ('next_seq', 4), ('conn', 7),
+                                    ('dropped_total', 5);
+            INSERT INTO messages VALUES (2, 't', x'3232', 1.8e9), (3, 't', x'3333', 1.8e9);
+        """)
+    db.close()
+    now = FakeClock(1000.0)
+    spool = keeping_spool(path, now)
+    assert not list(tmp_path.glob("s.db.corrupt-*"))
+    assert (spool.epoch, spool.last_seq(), spool.stats()) == (42, 3, (2, 4, 5))
+    assert seqs(spool) == [2, 3] and spool.next_conn() == 8
+    spool.ack(2)
+    assert spool.append("t", payload) == 4 and spool.pending(3, 1) == [(4, "t", b"4:2")]
+    now.now += KEEP
+    assert spool.purge(KEEP) == 1 and seqs(spool) == [3, 4]
+    spool.close()
+    with sqlite3.connect(path) as db:
+        columns = [row[1] for row in db.execute("PRAGMA table_info(messages)")]
+    db.close()
+    assert columns == ["seq", "topic", "payload", "created", "acked"]
+    assert seqs(keeping_spool(path, now)) == [3, 4]  # reopening a migrated spool is a no-op
+
+
+def test_bounds_purge_acknowledged_rows_before_dropping_unacknowledged(tmp_path: Path) -> None:
+    """Kept rows count against the bounds; when one is reached they go first, oldest first,
+    and uncounted (they reached the broker); only then are unacknowledged rows dropped and
+    counted. Tried: the count bound, the byte bound and the age bound."""
+    now = FakeClock(1000.0)
+    spool = keeping_spool(tmp_path / "n.db", now, max_messages=4)
+    for _ in range(4):
+        spool.append("t", payload)
+    spool.ack(2, 3)
+    spool.append("t", payload)
+    assert in_file(tmp_path / "n.db") == {1: False, 3: True, 4: False, 5: False}
+    assert spool.stats()[2] == 0
+    spool.append("t", payload)
+    assert in_file(tmp_path / "n.db") == {1: False, 4: False, 5: False, 6: False}
+    spool.append("t", payload)  # nothing kept left: the oldest pending row is dropped
+    assert in_file(tmp_path / "n.db") == {4: False, 5: False, 6: False, 7: False}
+    assert spool.stats() == (4, 12, 1) and spool.kept() == (0, 0)
+
+    sized = keeping_spool(tmp_path / "b.db", now, max_bytes=350)
+    for _ in range(3):
+        sized.append("t", lambda seq, floor: bytes(100))
+    sized.ack(3)
+    sized.append("t", lambda seq, floor: bytes(100))
+    assert in_file(tmp_path / "b.db") == {1: False, 2: False, 4: False}
+    assert sized.stats() == (3, 300, 0)
+
+    wall = FakeClock()
+    aged = Spool(tmp_path / "a.db", max_messages=BIG, max_age_seconds=60, max_bytes=BIG,
+                 clock=wall, ack_clock=now)
+    for _ in range(3):
+        aged.append("t", payload)
+    aged.ack(2)
+    wall.now += 61
+    aged.append("t", payload)
+    assert in_file(tmp_path / "a.db") == {4: False}
+    assert aged.stats()[2] == 2  # 1 and 3 dropped; 2 purged
+
+
+def test_a_full_disk_purges_kept_rows_first_and_forgets_acks_at_once(tmp_path: Path) -> None:
+    """With the disk full the kept rows make room before anything is dropped, and a new
+    acknowledgement deletes its row at once (keeping it would take room a sample needs)."""
+    disk = FakeDisk(10**9)
+    now = FakeClock(1000.0)
+    spool = Spool(tmp_path / "s.db", max_messages=BIG, max_age_seconds=BIG, max_bytes=BIG,
+                  clock=FakeClock(), ack_clock=now, min_free_bytes=10**6, free_space=disk)
+    for _ in range(6):
+        spool.append("t", lambda seq, floor: bytes(3000))  # a page each
+    spool.ack(1, 2, 3)
+    assert spool.kept()[0] == 3
+    disk.free = 0
+    spool.append("t", lambda seq, floor: bytes(3000))
+    assert spool.disk_full and spool.stats()[2] == 0
+    assert 1 not in in_file(tmp_path / "s.db")  # the oldest kept row made the room
+    spool.ack(4)
+    assert 4 not in in_file(tmp_path / "s.db")

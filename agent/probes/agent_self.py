@@ -1,4 +1,9 @@
-"""The agent's own footprint and spool backlog: is the monitor itself healthy?"""
+"""The agent's own footprint and spool backlog: is the monitor itself healthy?
+
+``agent_spool_messages`` and ``agent_spool_bytes`` are the backlog: messages the broker
+has not acknowledged. Acknowledged messages the spool keeps a while longer, in case the
+broker loses them (``agent.spool``), are not counted: they are not waiting for the link.
+"""
 
 from __future__ import annotations
 
