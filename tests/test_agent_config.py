@@ -25,6 +25,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert config.spool.path == tmp_path.resolve() / "spool.db"  # next to the config file
     assert (config.spool.max_messages, config.spool.max_age_seconds, config.spool.max_bytes) == (
         200_000, 8 * 86400, 256 * 1024 * 1024)
+    assert config.spool.keep_acked_seconds == 120  # above the shipped broker's autosave 60 s
     assert config.interval_seconds == 10.0
     assert config.broker.port == 1883
     assert config.recording_volume is None and config.backup_volume is None
@@ -172,6 +173,12 @@ def test_room_section_errors_name_the_key(tmp_path: Path, text: str, message: st
     ("site: a\nprovince: b\nspool: {path: s, max_bytes: 10}\n", "spool.max_bytes must be"),
     ("site: a\nprovince: b\nspool: {path: s, max_age_seconds: -1}\n", "spool.max_age_seconds"),
     ("site: a\nprovince: b\nspool: {path: s, size: 1}\n", "unknown key spool.size"),
+    ("site: a\nprovince: b\nspool: {path: s, keep_acked_seconds: -1}\n",
+     "spool.keep_acked_seconds"),
+    ("site: a\nprovince: b\nspool: {path: s, keep_acked_seconds: x}\n",
+     "spool.keep_acked_seconds"),
+    ("site: a\nprovince: b\nspool: {path: s, keep_acked_seconds: 1.0e+9}\n",
+     "spool.keep_acked_seconds"),
     ("site: a\nprovince: b\n", "spool must be a mapping"),
     ("- a list\n", "configuration must be a mapping"),
     ("site: [unclosed\n", "not valid YAML"),
