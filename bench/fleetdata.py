@@ -27,6 +27,13 @@ def inventory(sites: int) -> Inventory:
     return parse_inventory(inventory_document(sites))
 
 
+def inventory_part(sites: int, start: int, stop: int) -> Inventory:
+    """Sites ``[start, stop)`` of the N-site fleet: the share one simulator process plays."""
+    document = inventory_document(sites)
+    document["sites"] = document["sites"][start:stop]
+    return parse_inventory(document)
+
+
 class FleetFeed:
     """Telemetry payloads of every site, one interval after another."""
 

@@ -38,16 +38,50 @@ def _string(s: bytes) -> bytes:
     return struct.pack("!H", len(s)) + s
 
 
-def connect_packet(client_id: str, keepalive: int = 60) -> bytes:
-    # MQTT v5, clean start, no properties.
-    var = _string(b"MQTT") + bytes([5, 0x02]) + struct.pack("!H", keepalive) + b"\x00"
-    body = var + _string(client_id.encode())
+def connect_packet(client_id: str, keepalive: int = 60, session_expiry: int | None = None,
+                   will: tuple[bytes, bytes] | None = None) -> bytes:
+    """MQTT v5 CONNECT: clean start and no properties, unless it is to look like an agent's.
+
+    An agent keeps its session (clean start off, ``session_expiry`` seconds) and arms a
+    retained QoS 1 Last Will ``(topic, payload)`` on its state topic.
+    """
+    flags = 0x02 if session_expiry is None else 0x00
+    props = b"" if session_expiry is None else b"\x11" + struct.pack("!I", session_expiry)
+    payload = _string(client_id.encode())
+    if will is not None:
+        flags |= 0x04 | 0x08 | 0x20  # will, will QoS 1, will retain
+        payload += b"\x00" + _string(will[0]) + _string(will[1])  # no will properties
+    var = (_string(b"MQTT") + bytes([5, flags]) + struct.pack("!H", keepalive)
+           + _varint(len(props)) + props)
+    body = var + payload
     return b"\x10" + _varint(len(body)) + body
 
 
-def publish_packet(topic: bytes, packet_id: int, payload: bytes) -> bytes:
+def publish_packet(topic: bytes, packet_id: int, payload: bytes, retain: bool = False) -> bytes:
     body = _string(topic) + struct.pack("!H", packet_id) + b"\x00" + payload  # no properties
-    return b"\x32" + _varint(len(body)) + body  # PUBLISH, QoS 1
+    return (b"\x33" if retain else b"\x32") + _varint(len(body)) + body  # PUBLISH, QoS 1
+
+
+def split_packets(buf: bytearray) -> list[tuple[int, bytes]]:
+    """Take every complete MQTT packet off the front of ``buf``: (type, body)."""
+    out, pos, end = [], 0, len(buf)
+    while end - pos >= 2:
+        length, shift, i = 0, 0, pos + 1
+        while i < end and i < pos + 5:
+            byte = buf[i]
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            i += 1
+            if not byte & 0x80:
+                break
+        else:
+            break
+        if end < i + length:
+            break
+        out.append((buf[pos] >> 4, bytes(buf[i:i + length])))
+        pos = i + length
+    del buf[:pos]
+    return out
 
 
 class Acks:
@@ -59,26 +93,7 @@ class Acks:
 
     def feed(self, data: bytes) -> None:
         self.buffer += data
-        pos = 0
-        while True:
-            if len(self.buffer) - pos < 2:
-                break
-            length, shift, i = 0, 0, pos + 1
-            while i < len(self.buffer):
-                byte = self.buffer[i]
-                length |= (byte & 0x7F) << shift
-                shift += 7
-                i += 1
-                if not byte & 0x80:
-                    break
-            else:
-                break
-            if len(self.buffer) < i + length:
-                break
-            if self.buffer[pos] >> 4 == 4:  # PUBACK
-                self.count += 1
-            pos = i + length
-        del self.buffer[:pos]
+        self.count += sum(kind == 4 for kind, _ in split_packets(self.buffer))  # PUBACK
 
 
 _SEQ_SLOT = 999_999_999_999  # 12 digits: room for any seq this benchmark reaches
